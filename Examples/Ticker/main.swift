@@ -1,0 +1,49 @@
+// chroma-ticker: the libasync "hello world" on Chroma. A repeating timer on the default
+// color, a per-worker color doing work in parallel, stdin echoed through an fd watch, and
+// Ctrl-C handled as an ordinary callback.
+//
+//   swift run chroma-ticker          (type a line, or wait; Ctrl-C to quit)
+import Chroma
+import Glibc
+
+let runtime = try Runtime()
+try runtime.start()
+
+// Two workers, each on its own color: they run in parallel when there are two loops.
+for worker in 0..<2 {
+    let color = runtime.makeColor()
+    try runtime.execute(on: color) {
+        var sum = 0
+        for i in 0..<5_000_000 { sum &+= i &* i }
+        print("worker \(worker) on \(color), loop \(runtime.loopIndex(of: color)): \(sum)")
+    }
+}
+
+// A tick every second on the default color; five ticks and we stop.
+let ticks = Counter()
+try runtime.schedule(after: .seconds(1), repeating: .seconds(1)) {
+    let n = ticks.increment()
+    print("tick \(n)")
+    if n == 5 { runtime.stop() }
+}
+
+// Lines typed on stdin, echoed back when stdin is readable.
+try runtime.watch(STDIN_FILENO, for: .readable) { _ in
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let n = read(STDIN_FILENO, &buffer, buffer.count)
+    if n > 0 { print("you typed: \(String(decoding: buffer[..<n], as: UTF8.self))", terminator: "") }
+}
+
+try runtime.onSignal(SIGINT) {
+    print("\nSIGINT: stopping")
+    runtime.stop()
+}
+
+let report = try runtime.run()
+print("stopped; cancelled \(report.cancelledTimers) timers and \(report.cancelledWatches) watches")
+
+/// Only ever touched on `.main`'s loop, so it needs no lock; `@unchecked` states that.
+final class Counter: @unchecked Sendable {
+    private var value = 0
+    func increment() -> Int { value += 1; return value }
+}

@@ -1,0 +1,41 @@
+# Chroma: `make test` and `make bench` are all a new machine needs.
+SWIFT ?= swift
+CC ?= cc
+PEER_DIR := .build/peers
+
+.PHONY: setup build test tsan bench examples peers clean
+
+# Installs libevent-dev only when pkg-config cannot find libevent_pthreads. Idempotent.
+setup:
+	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libevent_pthreads; then \
+		echo "installing libevent-dev (and pkg-config)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libevent-dev pkg-config; \
+	fi
+
+build: setup
+	$(SWIFT) build
+
+test: setup
+	$(SWIFT) test
+
+# ThreadSanitizer; stress tests scale their counts down (CHROMA_TSAN=1), never to triviality.
+tsan: setup
+	CHROMA_TSAN=1 $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+
+examples: setup
+	$(SWIFT) build -c release --product chroma-ticker
+
+# The raw-C libevent peer the dispatch table compares against.
+peers: setup
+	@mkdir -p $(PEER_DIR)
+	$(CC) -O2 -o $(PEER_DIR)/c-dispatch Benchmarks/peers/c-libevent/dispatch.c \
+		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
+
+# The default suite: release build, then the dispatch table with ratios to raw C.
+bench: setup peers
+	$(SWIFT) build -c release --product chroma-bench
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
+
+clean:
+	rm -rf .build .build-tsan

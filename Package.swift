@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Chroma",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Chroma", targets: ["Chroma"]),
+        .executable(name: "chroma-bench", targets: ["ChromaBench"]),
+        .executable(name: "chroma-ticker", targets: ["Ticker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libevent 2.1 with pthreads support; `make setup` installs libevent-dev when missing.
+        .systemLibrary(
+            name: "CLibevent",
+            pkgConfig: "libevent_pthreads",
+            providers: [.apt(["libevent-dev"])]
+        ),
+        // Thread-locals (the current loop and color) and CPU pinning: the two things Swift cannot express.
+        .target(name: "CChroma"),
+        .target(
+            name: "Chroma",
+            dependencies: [
+                "CLibevent", "CChroma",
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        // Counts malloc calls per thread so chroma-bench can report allocations per callback.
+        .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
+        .executableTarget(
+            name: "ChromaBench",
+            dependencies: [
+                "Chroma", "CAllocCounter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/ChromaBench"
+        ),
+        .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
+        .testTarget(name: "ChromaTests", dependencies: ["Chroma", "CLibevent"]),
+    ]
+)

@@ -1,0 +1,18 @@
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include "CChroma.h"
+
+_Thread_local void *chroma_tls_loop = 0;
+_Thread_local uint64_t chroma_tls_color = UINT64_MAX;
+
+int chroma_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int chroma_name_current_thread(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
+}

@@ -1,0 +1,22 @@
+#ifndef CHROMA_CCHROMA_H
+#define CHROMA_CCHROMA_H
+#include <stdint.h>
+
+// The loop and color whose callback is running on this thread. Real C thread-locals: one
+// variable per thread, defined once in CChroma.c (a `static` one in a header would be a
+// different variable in every translation unit).
+extern _Thread_local void *chroma_tls_loop;
+extern _Thread_local uint64_t chroma_tls_color;
+
+static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
+static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }
+static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
+static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
+
+/// Pins the calling thread to `cpu` (CPU_SET is a macro Swift cannot call). Returns 0 or an errno.
+int chroma_pin_current_thread(int cpu);
+
+/// Names the calling thread (pthread_setname_np needs _GNU_SOURCE). Returns 0 or an errno.
+int chroma_name_current_thread(const char *name);
+
+#endif

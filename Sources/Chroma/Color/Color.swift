@@ -1,0 +1,39 @@
+import CChroma
+
+/// A color, as in libasync-smp: callbacks of one color never overlap and run in the order
+/// one thread queued them; callbacks of different colors may run in parallel.
+///
+/// Each color is owned by one loop, `rawValue % loopCount` (a bit mask when the count is a
+/// power of two). All work of a color runs on its owner, so serialization needs no lock per
+/// color. Two colors that share an owner also serialize with each other: that costs
+/// parallelism, never correctness. `Color.main` (0) is the default everywhere, so a program
+/// that never names a color runs everything on loop 0, one callback at a time.
+///
+/// Colors you write by hand (`Color(7)`) are small numbers; `Runtime.makeColor()` hands out
+/// fresh ones from 2³² up, round-robin across loops, so the two never collide.
+public struct Color: Hashable, Sendable, CustomStringConvertible {
+    /// The color's number.
+    public let rawValue: UInt64
+
+    /// A color with the given number. Any value is valid except `UInt64.max`, which Chroma
+    /// reserves to mean "no color" in its thread-local.
+    public init(_ rawValue: UInt64) {
+        precondition(rawValue != Color.noneRawValue, "Color(UInt64.max) is reserved")
+        self.rawValue = rawValue
+    }
+
+    @usableFromInline init(unchecked rawValue: UInt64) { self.rawValue = rawValue }
+
+    /// The default color: everything uncolored serializes on it.
+    public static let main = Color(unchecked: 0)
+
+    /// The color of the callback running on this thread, or `nil` outside Chroma callbacks.
+    @inlinable public static var current: Color? {
+        let raw = chroma_current_color()
+        return raw == noneRawValue ? nil : Color(unchecked: raw)
+    }
+
+    public var description: String { "Color(\(rawValue))" }
+
+    @usableFromInline static var noneRawValue: UInt64 { .max }
+}

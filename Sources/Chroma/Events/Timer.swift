@@ -1,0 +1,74 @@
+import Glibc
+import Synchronization
+
+/// A timer from `Runtime.schedule(after:repeating:on:_:)`: a handle to cancel it.
+///
+/// Threading: `cancel()` and the properties may be used from any thread. After `cancel()`
+/// returns the body will not start again; a run already in progress on the loop finishes.
+public final class Timer: Sendable {
+    /// The color the body runs on.
+    public let color: Color
+    /// The period of a repeating timer, in nanoseconds; nil for a one-shot timer.
+    public let intervalNanoseconds: UInt64?
+    let body: @Sendable () -> Void
+    private let state = Atomic<UInt8>(State.pending.rawValue)
+    private let loop: Loop
+
+    enum State: UInt8 { case pending, fired, cancelled }
+
+    init(color: Color, intervalNanoseconds: UInt64?, loop: Loop, body: @escaping @Sendable () -> Void) {
+        self.color = color
+        self.intervalNanoseconds = intervalNanoseconds
+        self.loop = loop
+        self.body = body
+    }
+
+    /// Stops the timer. Returns true if it was still pending (a one-shot timer that already
+    /// fired, or a timer already cancelled, returns false).
+    @discardableResult
+    public func cancel() -> Bool {
+        let (won, _) = state.compareExchange(
+            expected: State.pending.rawValue, desired: State.cancelled.rawValue, ordering: .acquiringAndReleasing)
+        if won { loop.timers.noteCancelled() }
+        return won
+    }
+
+    /// True once `cancel()` won, or the runtime shut down with the timer still pending.
+    public var isCancelled: Bool { state.load(ordering: .acquiring) == State.cancelled.rawValue }
+
+    /// True once a one-shot timer's body has started.
+    public var hasFired: Bool { state.load(ordering: .acquiring) == State.fired.rawValue }
+
+    var isPending: Bool { state.load(ordering: .acquiring) == State.pending.rawValue }
+
+    /// Loop thread: claims a one-shot timer for firing; false if it was cancelled first.
+    func claimForFiring() -> Bool {
+        state.compareExchange(expected: State.pending.rawValue, desired: State.fired.rawValue,
+                              ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// Loop thread, at shutdown: cancels a pending timer; true if it was pending.
+    func cancelForShutdown() -> Bool {
+        state.compareExchange(expected: State.pending.rawValue, desired: State.cancelled.rawValue,
+                              ordering: .acquiringAndReleasing).exchanged
+    }
+}
+
+/// Nanoseconds on the monotonic clock, the one libevent's precise timers use.
+@inline(__always) func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, or nil when negative or beyond UInt64.
+    var chromaNanoseconds: UInt64? {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0, attoseconds >= 0 else { return nil }
+        let (s, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return nil }
+        let (total, overflow2) = s.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        return overflow2 ? nil : total
+    }
+}

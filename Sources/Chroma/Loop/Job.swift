@@ -1,0 +1,54 @@
+import CChroma
+
+/// One queued callback: the color it runs as, and what to run.
+///
+/// Two kinds of work share the queues. A Swift closure costs its context's reference count
+/// (nothing for a closure that captures nothing). A C-convention function with a raw
+/// context pointer is trivially copyable: queuing and running it touches no reference
+/// count and allocates nothing, which makes it the fastest path (libasync's `cpucb(cb, arg)`).
+/// Plain fields rather than an enum: an enum with a closure payload is copied and destroyed
+/// through outlined value witnesses, and an optional closure is stored reabstracted (a
+/// thunk context allocated per job); both cost more than the branch here.
+@usableFromInline
+struct Job {
+    @usableFromInline let color: UInt64
+    @usableFromInline let function: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
+    @usableFromInline let context: UnsafeMutableRawPointer?
+    @usableFromInline let closure: @Sendable () -> Void
+
+    @inlinable @inline(__always)
+    init(color: UInt64, body: __owned @escaping @Sendable () -> Void) {
+        self.color = color
+        self.function = nil
+        self.context = nil
+        self.closure = body
+    }
+
+    @inlinable @inline(__always)
+    init(color: UInt64, function: @convention(c) (UnsafeMutableRawPointer?) -> Void, context: UnsafeMutableRawPointer?) {
+        self.color = color
+        self.function = function
+        self.context = context
+        self.closure = noClosure
+    }
+
+    /// Sets the thread's current color and runs the job in `slot`, leaving the slot
+    /// uninitialized. Reads what it needs before calling: the call may grow (move) the
+    /// queue the slot lives in.
+    ///
+    /// A function job is not moved out or destroyed: its only non-trivial field is
+    /// `noClosure`, which holds no reference, so leaving it in the slot leaks nothing and
+    /// saves a release call per job.
+    @inline(__always) static func run(consuming slot: UnsafeMutablePointer<Job>) {
+        chroma_set_current_color(slot.pointee.color)
+        if let function = slot.pointee.function {
+            function(slot.pointee.context)
+        } else {
+            let job = slot.move()
+            job.closure()
+        }
+    }
+}
+
+/// The closure of a function job: captures nothing, so it holds no reference.
+@usableFromInline let noClosure: @Sendable () -> Void = {}

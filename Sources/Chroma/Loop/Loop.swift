@@ -1,0 +1,207 @@
+import CChroma
+import Glibc
+import Synchronization
+
+/// One event loop: a named pthread that owns an `event_base`, a run queue and mailbox (in
+/// its `LoopCore`), and a timer queue. Every color whose `rawValue % loopCount` is this
+/// loop's index runs here, one callback at a time.
+///
+/// Threading: `enqueue`, `requestStop` and `isCurrent` may be used from any thread.
+/// Everything else runs on the loop's own thread (`preconditionOnLoop()`).
+final class Loop: @unchecked Sendable {
+    // Safe to send: `core` is set once by the runtime before the thread starts; `base`,
+    // `wakeupEvent` and `timers` are used only on the loop's thread (or by `makeEvent`
+    // under `HandleTable`'s lock while the loop is open, see there); `stopRequested` is atomic.
+    let index: Int
+    /// The runtime; the loop's thread keeps it alive (see `start`), so this need not.
+    unowned(unsafe) let runtime: Runtime
+    let handles: HandleTable
+    private(set) var core: UnsafeMutablePointer<LoopCore>!
+    let timers = TimerQueue()
+    private var base: EventBase?
+    private var wakeupEvent: PersistentEvent?
+    private let stopRequested = Atomic<Bool>(false)
+    private var thread: pthread_t?
+    private let pinToCPU: Int?
+    /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
+    static let budget = 4096
+
+    init(index: Int, runtime: Runtime, handles: HandleTable, pinToCPU: Int?) {
+        self.index = index
+        self.runtime = runtime
+        self.handles = handles
+        self.pinToCPU = pinToCPU
+    }
+
+    /// Called once by the runtime, before `start`.
+    func attach(core: UnsafeMutablePointer<LoopCore>) {
+        precondition(self.core == nil, "a loop's core is attached once")
+        self.core = core
+    }
+
+    /// True on this loop's own thread.
+    @inline(__always) var isCurrent: Bool { core.isCurrent }
+
+    func preconditionOnLoop(_ what: @autoclosure () -> String = "", file: StaticString = #file, line: UInt = #line) {
+        precondition(isCurrent, "must run on loop \(index)'s thread: \(what())", file: file, line: line)
+    }
+
+    /// Queues `job` on this loop (see `LoopCore.enqueue`). Any thread.
+    @inline(__always) func enqueue(_ job: __owned Job) -> Bool {
+        core.enqueue(job)
+    }
+
+    /// Asks the loop to drain its queues and exit. Any thread; returns at once.
+    func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        core.pointee.wake()
+    }
+
+    // MARK: Thread
+
+    /// Starts the thread; returns once the base exists (or with the error that stopped it).
+    /// The thread holds a strong reference to the runtime until it exits.
+    func start() throws(ChromaError) {
+        let started = Latch()
+        let box = StartBox(loop: self, runtime: runtime, started: started)
+        let context = Unmanaged.passRetained(box).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            let box = Unmanaged<StartBox>.fromOpaque(raw!).takeRetainedValue()
+            box.loop.threadMain(box)
+            return nil
+        }, context)
+        if rc != 0 {
+            Unmanaged<StartBox>.fromOpaque(context).release()
+            throw .system(operation: "Runtime.start", call: "pthread_create", errno: rc)
+        }
+        thread = tid
+        started.wait()
+        if let error = box.error { throw error }
+    }
+
+    /// Waits for the thread to exit. Call once, from a thread that is not a loop's.
+    func join() {
+        if let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+    }
+
+    private final class StartBox: @unchecked Sendable {
+        // Safe to send: `error` is written by the loop thread before `started.open()` and
+        // read by the starter after `started.wait()`; the latch orders the two.
+        let loop: Loop
+        let runtime: Runtime
+        let started: Latch
+        var error: ChromaError?
+        init(loop: Loop, runtime: Runtime, started: Latch) {
+            self.loop = loop
+            self.runtime = runtime
+            self.started = started
+        }
+    }
+
+    private func threadMain(_ box: StartBox) {
+        _ = chroma_name_current_thread("chroma-loop-\(index)")
+        if let cpu = pinToCPU { _ = chroma_pin_current_thread(Int32(cpu)) }
+        chroma_set_current_loop(UnsafeMutableRawPointer(core))
+        do throws(ChromaError) {
+            let base = try EventBase(maxCallbacksPerPoll: 32)
+            self.base = base
+            let wakeup = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.drain() }
+            wakeupEvent = wakeup
+            core.pointee.wakeup = .passUnretained(wakeup)
+            try wakeup.add()
+            try timers.attach(to: base, loop: self)
+        } catch {
+            box.error = error
+            teardown()
+            box.started.open()
+            return
+        }
+        box.started.open()
+        _ = base!.dispatch()
+        teardown()
+    }
+
+    private func teardown() {
+        timers.detach()
+        wakeupEvent?.free()
+        wakeupEvent = nil
+        base = nil  // event_base_free, on this thread
+        chroma_set_current_loop(nil)
+    }
+
+    // MARK: Draining (loop thread)
+
+    /// The wakeup event's callback: runs queued jobs, at most `budget` of them, then lets
+    /// libevent poll for I/O and re-activates itself if work is left.
+    private func drain() {
+        let core = self.core!
+        core.pointee.wakeupActive = false
+        core.pointee.draining = true
+        var remaining = Loop.budget
+        while remaining > 0 {
+            let batch = core.pointee.mailbox.take()
+            if batch.isEmpty && core.pointee.runQueue.isEmpty { break }
+            // A mailbox batch runs whole and in place: it is bounded by what producers
+            // posted before the swap, and producers' FIFO order is the batch's order.
+            for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
+            remaining &-= batch.count
+            remaining = Loop.runJobs(core, limit: remaining)
+        }
+        chroma_set_current_color(Color.noneRawValue)
+        core.pointee.draining = false
+        if stopRequested.load(ordering: .acquiring) {
+            finish()
+        } else if !core.pointee.runQueue.isEmpty {
+            core.pointee.wakeupActive = true
+            core.pointee.wake()
+        }
+    }
+
+    /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
+    @inline(__always) private static func runJobs(_ core: UnsafeMutablePointer<LoopCore>, limit: Int) -> Int {
+        var remaining = limit
+        while remaining > 0 && !core.pointee.runQueue.isEmpty {
+            core.pointee.runQueue.runFront()
+            remaining &-= 1
+        }
+        return remaining
+    }
+
+    /// Shutdown, on the loop thread: every job queued before the mailbox closes runs; then
+    /// watches and timers still registered here are cancelled and counted, and the loop exits.
+    private func finish() {
+        let core = self.core!
+        core.pointee.draining = true
+        while true {
+            while !core.pointee.runQueue.isEmpty { _ = Loop.runJobs(core, limit: Int.max) }
+            let batch = core.pointee.mailbox.take(closeIfEmpty: true)
+            if batch.isEmpty { break }  // closed: nothing can be queued here any more
+            for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
+        }
+        chroma_set_current_color(Color.noneRawValue)
+        core.pointee.draining = false
+        let cancelledWatches = handles.closeLoop(self)
+        let cancelledTimers = timers.cancelAll()
+        runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)
+        base!.breakLoop()
+    }
+
+    /// Runs `body` as `color` right here, for event callbacks (timers, watches) that fire on
+    /// this loop. Loop thread only.
+    @inline(__always) func runAs(_ color: UInt64, _ body: () -> Void) {
+        chroma_set_current_color(color)
+        body()
+        chroma_set_current_color(Color.noneRawValue)
+    }
+
+    /// Creates a persistent event on this loop's base. Any thread, while the loop is open
+    /// (`HandleTable` calls it under its lock, which orders it before the loop's teardown).
+    func makeEvent(fd: Int32, flags: Int16, handler: @escaping (Int16) -> Void) throws(ChromaError) -> PersistentEvent {
+        guard let base else { throw .shutDown(operation: "event_new") }
+        return try base.makeEvent(fd: fd, flags: flags, handler: handler)
+    }
+}

@@ -1,0 +1,65 @@
+/// A loop's local FIFO of jobs: a growable ring buffer, touched only by the loop's thread.
+///
+/// A ring rather than an array of closures: a push and a pop move a few words and never
+/// shift or reallocate in steady state. A plain struct living inside `LoopCore`'s manually
+/// allocated memory, so using it never touches a reference count.
+struct RunQueue {
+    private var buffer: UnsafeMutablePointer<Job>
+    private var mask: Int
+    private var head = 0  // next job to pop; grows without wrapping (2⁶³ jobs is centuries)
+    private var tail = 0  // next free slot
+
+    init(capacity: Int = 1024) {
+        precondition(capacity > 0 && capacity & (capacity - 1) == 0, "capacity must be a power of two")
+        buffer = .allocate(capacity: capacity)
+        mask = capacity - 1
+    }
+
+    /// Drops any jobs left and frees the buffer. Call once, when the loop is gone.
+    mutating func destroy() {
+        while !isEmpty { _ = popNonEmpty() }
+        buffer.deallocate()
+    }
+
+    @inline(__always) var isEmpty: Bool { head == tail }
+    @inline(__always) var count: Int { tail &- head }
+
+    @inline(__always) mutating func push(_ job: __owned Job) {
+        if tail &- head > mask { grow() }
+        (buffer + (tail & mask)).initialize(to: job)
+        tail &+= 1
+    }
+
+    /// Pops the front job; the queue must not be empty.
+    @inline(__always) mutating func popNonEmpty() -> Job {
+        let job = (buffer + (head & mask)).move()
+        head &+= 1
+        return job
+    }
+
+    /// Moves `count` jobs from `source` (left deinitialized) to the back of the queue.
+    mutating func append(movingFrom source: UnsafeMutablePointer<Job>, count: Int) {
+        for i in 0..<count { push((source + i).move()) }
+    }
+
+    /// Runs the front job and removes it. The queue must not be empty.
+    @inline(__always) mutating func runFront() {
+        let slot = buffer + (head & mask)
+        head &+= 1
+        Job.run(consuming: slot)
+    }
+
+    private mutating func grow() {
+        let oldCapacity = mask + 1
+        let newBuffer = UnsafeMutablePointer<Job>.allocate(capacity: oldCapacity * 2)
+        let n = count
+        for i in 0..<n {
+            (newBuffer + i).initialize(to: (buffer + ((head &+ i) & mask)).move())
+        }
+        buffer.deallocate()
+        buffer = newBuffer
+        mask = oldCapacity * 2 - 1
+        head = 0
+        tail = n
+    }
+}

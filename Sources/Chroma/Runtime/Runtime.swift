@@ -1,0 +1,305 @@
+import CChroma
+import Glibc
+import Synchronization
+
+/// A set of event loops, one per core, each on its own thread, and the colors that map
+/// work onto them. The Swift form of libasync-smp's `amain`/`cpucb`/`delaycb`/`fdcb`/`sigcb`.
+///
+/// ```swift
+/// let runtime = try Runtime()
+/// try runtime.start()
+/// try runtime.execute(on: .main) { print("on loop 0") }
+/// let report = try runtime.shutdown()
+/// ```
+///
+/// Lifecycle: `start()` (or `run()`) starts the loops; `stop()` asks them to drain and exit;
+/// `shutdown()` stops and joins them. Every callback queued before the stop runs; every
+/// request after it is refused with `ChromaError.shutDown`; timers and watches still
+/// registered are cancelled and counted in the `ShutdownReport`. Nothing is dropped silently.
+/// A runtime that is started must be shut down: its threads keep it alive until then.
+///
+/// Threading: every method may be called from any thread, inside or outside callbacks,
+/// except `shutdown()` and `run()`, which block and so must not run on a loop thread.
+public final class Runtime: @unchecked Sendable {
+    // Safe to share: `loops`, `loopCount`, `loopMask` and `handles` are immutable after init;
+    // the lifecycle is an atomic; the report is guarded by `reportLock`, `joined` by `joinLock`.
+    /// How many loops (threads) this runtime runs.
+    public let loopCount: Int
+    private(set) var loops: [Loop]  // assigned once, at the end of init
+    /// The loops' hot state, without reference counting (see `LoopCore`).
+    private let cores: UnsafeMutablePointer<LoopCore>
+    private let loopMask: Int  // loopCount - 1 when a power of two, else -1
+    let handles: HandleTable
+    private let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
+    private let nextColor = Atomic<UInt64>(1 << 32)
+    private let stopped = Latch()
+    private let reportLock = Lock()
+    private let joinLock = Lock()  // held while joining; never taken by loop threads
+    private var report = ShutdownReport()
+    private var joined = false
+
+    private enum Lifecycle: UInt8 { case idle, starting, running, stopping, stopped }
+
+    /// The number of CPUs online: the default loop count.
+    public static var onlineCPUCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    /// Creates a runtime with `loops` event loops (default: one per online CPU). With
+    /// `pinToCPUs`, loop `i` is pinned to CPU `i % onlineCPUCount`. No thread starts yet.
+    public init(loops: Int = Runtime.onlineCPUCount, pinToCPUs: Bool = false) throws(ChromaError) {
+        guard loops >= 1, loops <= 4096 else {
+            throw .invalidArgument(operation: "Runtime.init", detail: "loops must be in 1...4096, got \(loops)")
+        }
+        loopCount = loops
+        loopMask = loops & (loops - 1) == 0 ? loops - 1 : -1
+        handles = HandleTable(loopCount: loops)
+        cores = LoopCore.allocate(count: loops)  // initialized below, once the loops exist
+        var made: [Loop] = []
+        self.loops = []
+        let cpus = Runtime.onlineCPUCount
+        for i in 0..<loops {
+            made.append(Loop(index: i, runtime: self, handles: handles, pinToCPU: pinToCPUs ? i % cpus : nil))
+        }
+        self.loops = made
+        LoopCore.initialize(cores, loops: made)
+        for (i, loop) in made.enumerated() { loop.attach(core: LoopCore.at(cores, i)) }
+    }
+
+    deinit {
+        LoopCore.deallocate(cores, count: loopCount)
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts every loop's thread; returns once all of them can take work. Throws
+    /// `invalidState` if the runtime was already started.
+    public func start() throws(ChromaError) {
+        guard state.compareExchange(expected: Lifecycle.idle.rawValue, desired: Lifecycle.starting.rawValue,
+                                    ordering: .acquiringAndReleasing).exchanged
+        else { throw .invalidState(operation: "Runtime.start", reason: "the runtime was already started") }
+        for (i, loop) in loops.enumerated() {
+            do throws(ChromaError) {
+                try loop.start()
+            } catch {
+                for started in loops[..<i] { started.requestStop() }
+                for started in loops[..<i] { started.join() }
+                state.store(Lifecycle.stopped.rawValue, ordering: .releasing)
+                stopped.open()
+                throw error
+            }
+        }
+        state.store(Lifecycle.running.rawValue, ordering: .releasing)
+    }
+
+    /// Runs the loops until `stop()`, then shuts down and returns the report. Starts the
+    /// runtime first unless `start()` was already called. Blocks; not on a loop thread.
+    @discardableResult
+    public func run() throws(ChromaError) -> ShutdownReport {
+        if state.load(ordering: .acquiring) == Lifecycle.idle.rawValue { try start() }
+        try refuseOnLoopThread("Runtime.run")
+        stopped.wait()
+        return try shutdown()
+    }
+
+    /// Asks every loop to finish: from now on new work is refused with `.shutDown`, work
+    /// already queued still runs. Returns at once; any thread, also inside callbacks.
+    public func stop() {
+        while true {
+            let current = state.load(ordering: .acquiring)
+            switch Lifecycle(rawValue: current)! {
+            case .idle, .starting:
+                // Nothing runs yet; a start() racing with this sees .stopped and fails.
+                if state.compareExchange(expected: current, desired: Lifecycle.stopped.rawValue,
+                                         ordering: .acquiringAndReleasing).exchanged {
+                    stopped.open()
+                    return
+                }
+            case .running:
+                if state.compareExchange(expected: current, desired: Lifecycle.stopping.rawValue,
+                                         ordering: .acquiringAndReleasing).exchanged {
+                    for loop in loops { loop.requestStop() }
+                    stopped.open()
+                    return
+                }
+            case .stopping, .stopped:
+                return
+            }
+        }
+    }
+
+    /// Stops the runtime and waits for every loop to drain and exit. Returns what was
+    /// cancelled. Idempotent. Throws `invalidState` on a loop thread, where it would wait
+    /// for itself: call `stop()` there.
+    @discardableResult
+    public func shutdown() throws(ChromaError) -> ShutdownReport {
+        try refuseOnLoopThread("Runtime.shutdown")
+        stop()
+        joinLock.withLock {
+            if !joined {
+                for loop in loops { loop.join() }
+                joined = true
+            }
+        }
+        return reportLock.withLock { report }
+    }
+
+    private func refuseOnLoopThread(_ operation: String) throws(ChromaError) {
+        if chroma_current_loop() != nil {
+            throw .invalidState(operation: operation, reason: "called on a loop thread, it would wait for itself; call stop()")
+        }
+    }
+
+    func recordShutdown(cancelledTimers: Int, cancelledWatches: Int) {
+        reportLock.withLock {
+            report.cancelledTimers += cancelledTimers
+            report.cancelledWatches += cancelledWatches
+        }
+    }
+
+    /// True between a successful `start()` and `stop()`.
+    public var isRunning: Bool { state.load(ordering: .acquiring) == Lifecycle.running.rawValue }
+
+    // MARK: Colors
+
+    /// The index of the loop that owns `color`: `rawValue % loopCount`.
+    @inline(__always) public func loopIndex(of color: Color) -> Int {
+        loopMask >= 0 ? Int(truncatingIfNeeded: color.rawValue) & loopMask : Int(color.rawValue % UInt64(loopCount))
+    }
+
+    @inline(__always) func loop(for color: Color) -> Loop {
+        loops[loopIndex(of: color)]
+    }
+
+    /// A color no other call of this runtime has returned, owned by the next loop in
+    /// round-robin order: give one to each connection or task to spread them across cores.
+    public func makeColor() -> Color {
+        Color(unchecked: nextColor.add(1, ordering: .relaxed).oldValue)
+    }
+
+    /// The runtime whose callback is running on this thread, or nil outside callbacks.
+    public static var current: Runtime? {
+        guard let raw = chroma_current_loop() else { return nil }
+        return raw.assumingMemoryBound(to: LoopCore.self).pointee.loop.takeUnretainedValue().runtime
+    }
+
+    // MARK: Work
+
+    @inline(__always) private func checkRunning(_ operation: @autoclosure () -> String) throws(ChromaError) {
+        let current = state.load(ordering: .relaxed)
+        if current == Lifecycle.running.rawValue { return }
+        if current < Lifecycle.running.rawValue {
+            throw .invalidState(operation: operation(), reason: "the runtime is not started; call start() first")
+        }
+        throw .shutDown(operation: operation())
+    }
+
+    /// Queues `body` to run on `color` (libasync's `cpucb`). Bodies of one color never
+    /// overlap, and those queued from one thread run in the order queued.
+    ///
+    /// Cost: no allocation beyond the closure's own context; none at all for a closure that
+    /// captures nothing or one stored and re-queued. From the color's own loop it is a ring
+    /// buffer push; from other threads a locked append, and only the post that finds the
+    /// mailbox empty wakes the loop.
+    ///
+    /// Throws `.shutDown` once `stop()` was called, `.invalidState` before `start()`.
+    @inline(__always)
+    public func execute(on color: Color = .main, _ body: __owned @escaping @Sendable () -> Void) throws(ChromaError) {
+        try checkRunning("execute")
+        if !LoopCore.at(cores, loopIndex(of: color)).enqueue(Job(color: color.rawValue, body: body)) {
+            throw .shutDown(operation: "execute")
+        }
+    }
+
+    /// Queues `function(context)` to run on `color`: the same guarantees as
+    /// `execute(on:_:)`, with no allocation and no reference counting at all, since a
+    /// C-convention function and a raw pointer are plain values. A Swift closure literal that
+    /// captures nothing converts to `@convention(c)` by itself.
+    ///
+    /// `context` is yours: keep what it points to alive, and unshared except through colors,
+    /// until the function has run (a callback queued before `stop()` always runs).
+    @inline(__always)
+    public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
+                        _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
+        try checkRunning("execute")
+        if !LoopCore.at(cores, loopIndex(of: color)).enqueue(Job(color: color.rawValue, function: function, context: context)) {
+            throw .shutDown(operation: "execute")
+        }
+    }
+
+    /// Runs `body` on `color` after `delay`, and then every `interval` if one is given
+    /// (libasync's `delaycb`). Never early; in deadline order, FIFO among equal deadlines.
+    /// The returned `Timer` cancels it from any thread.
+    @discardableResult
+    public func schedule(after delay: Duration, repeating interval: Duration? = nil, on color: Color = .main,
+                         _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Timer {
+        guard let delayNs = delay.chromaNanoseconds else {
+            throw .invalidArgument(operation: "schedule", detail: "delay must be non-negative, got \(delay)")
+        }
+        var intervalNs: UInt64?
+        if let interval {
+            guard let ns = interval.chromaNanoseconds, ns > 0 else {
+                throw .invalidArgument(operation: "schedule", detail: "repeat interval must be positive, got \(interval)")
+            }
+            intervalNs = ns
+        }
+        try checkRunning("schedule")
+        let loop = loop(for: color)
+        let timer = Timer(color: color, intervalNanoseconds: intervalNs, loop: loop, body: body)
+        let deadline = monotonicNanoseconds() &+ delayNs
+        if loop.isCurrent {
+            loop.timers.insert(timer, deadline: deadline)
+        } else {
+            guard loop.enqueue(Job(color: color.rawValue) { loop.timers.insert(timer, deadline: deadline) }) else {
+                throw .shutDown(operation: "schedule")
+            }
+        }
+        return timer
+    }
+
+    /// Runs `body` on `color` each time `fd` becomes ready for something in `interest`
+    /// (libasync's `fdcb`, but persistent). `body` gets the readiness that fired.
+    ///
+    /// Throws `.badDescriptor` for a negative or closed fd, `.alreadyWatched` when `fd` is
+    /// already watched for part of `interest` or by another color, `.invalidArgument` for an
+    /// empty interest.
+    @discardableResult
+    public func watch(_ fd: Int32, for interest: Interest, on color: Color = .main,
+                      _ body: @escaping @Sendable (Interest) -> Void) throws(ChromaError) -> Watch {
+        guard !interest.isEmpty else {
+            throw .invalidArgument(operation: "watch", detail: "interest must name .readable or .writable")
+        }
+        guard fd >= 0 else { throw .badDescriptor(operation: "watch", fd: fd, errno: EBADF) }
+        if fcntl(fd, F_GETFD) == -1 { throw .badDescriptor(operation: "watch", fd: fd, errno: errno) }
+        try checkRunning("watch")
+        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: loop(for: color), body: body)
+        try handles.register(watch, operation: "watch")
+        return watch
+    }
+
+    /// Runs `body` on `color` each time the process receives `signal` (libasync's `sigcb`),
+    /// as an ordinary callback rather than inside a signal handler. While watched, the
+    /// signal's default action (such as exiting on SIGINT) is replaced.
+    ///
+    /// Throws `.invalidArgument` for a signal number out of range, or SIGKILL/SIGSTOP.
+    @discardableResult
+    public func onSignal(_ signal: Int32, on color: Color = .main,
+                         _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Watch {
+        guard signal > 0, signal < 65, signal != SIGKILL, signal != SIGSTOP else {
+            throw .invalidArgument(operation: "onSignal", detail: "signal \(signal) cannot be caught")
+        }
+        try checkRunning("onSignal")
+        // libevent delivers signals to one base only; loop 0 takes them all and forwards.
+        let watch = Watch(target: .signal(signal), interest: [], color: color, loop: loops[0]) { _ in body() }
+        try handles.register(watch, operation: "onSignal")
+        return watch
+    }
+}
+
+/// What `shutdown()` cancelled: work that could not run because the runtime stopped.
+/// Callbacks queued with `execute` are never here: all of them run before the loops exit.
+public struct ShutdownReport: Sendable, Equatable {
+    /// Timers still pending at shutdown (their `isCancelled` is now true).
+    public var cancelledTimers = 0
+    /// Watches (fd and signal) still registered at shutdown (their `isCancelled` is now true).
+    public var cancelledWatches = 0
+    public init() {}
+}
