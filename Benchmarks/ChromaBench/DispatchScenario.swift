@@ -179,7 +179,8 @@ final class PThreadLock: @unchecked Sendable {
 }
 
 /// Local mode through the C-convention path: a function and a raw context, no ARC at all.
-let localFunctionStep: @convention(c) (UnsafeMutableRawPointer?) -> Void = { context in
+/// A global function, so referring to it costs no lazy-global check.
+func localFunctionStep(_ context: UnsafeMutableRawPointer?) {
     withDispatchState { state in
         let color = Int(Color.current.unsafelyUnwrapped.rawValue)
         let slot = state.counters + color * 8

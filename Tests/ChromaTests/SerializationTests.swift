@@ -26,7 +26,7 @@ final class SerializationTests: XCTestCase {
         let colorCount = 1000
         let producers = 4
         let perProducer = underTSan ? 25_000 : 200_000
-        let followUpEvery = 4  // every 4th callback queues one more, from inside the runtime
+        let followUpEvery = 4  // every 4th callback a producer queues queues one more, from inside the runtime
         let external = producers * perProducer
         let expected = external + external / followUpEvery
         let states = (0..<colorCount).map { _ in ColorState() }
@@ -36,12 +36,12 @@ final class SerializationTests: XCTestCase {
         let outOfOrder = Counter()
         let done = expectation(description: "all \(expected) callbacks ran")
 
-        @Sendable func body(color: Int, producer: Int, sequence: Int, mayFollowUp: Bool) {
+        @Sendable func body(color: Int, producer: Int, sequence: Int, followUp: Bool) {
             let state = states[color]
             if state.inFlight.add(1, ordering: .sequentiallyConsistent).newValue != 1 { overlaps.increment() }
             if let last = state.lastSeen[producer], last >= sequence { outOfOrder.increment() }
             state.lastSeen[producer] = sequence
-            if mayFollowUp && sequence % followUpEvery == 0 {
+            if followUp {
                 // Queue on another color from inside a callback: producer id 1000 + loop.
                 let loop = runtime.loopIndex(of: Color.current!)
                 let target = (color * 7 + 1) % colorCount
@@ -49,7 +49,7 @@ final class SerializationTests: XCTestCase {
                 let next = counters.next[target, default: 0]
                 counters.next[target] = next + 1
                 try! runtime.execute(on: Color(UInt64(target))) {
-                    body(color: target, producer: 1000 + loop, sequence: next, mayFollowUp: false)
+                    body(color: target, producer: 1000 + loop, sequence: next, followUp: false)
                 }
             }
             state.inFlight.subtract(1, ordering: .sequentiallyConsistent)
@@ -63,11 +63,13 @@ final class SerializationTests: XCTestCase {
                 let seq = sequence[color]
                 sequence[color] += 1
                 try! runtime.execute(on: Color(UInt64(color))) {
-                    body(color: color, producer: producer, sequence: seq, mayFollowUp: true)
+                    body(color: color, producer: producer, sequence: seq, followUp: i % followUpEvery == 0)
                 }
             }
         }
         wait(for: [done], timeout: 300)
+        // Everything has run once `done` is fulfilled; a shutdown now would run any extra.
+        try runtime.shutdown()
         XCTAssertEqual(ran.current, expected, "every queued callback ran, none twice")
         XCTAssertEqual(overlaps.current, 0, "callbacks of one color overlapped")
         XCTAssertEqual(outOfOrder.current, 0, "callbacks from one producer ran out of order")

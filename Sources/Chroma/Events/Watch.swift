@@ -45,11 +45,16 @@ public final class Watch: @unchecked Sendable {
     /// The color the body runs on.
     public let color: Color
     let loop: Loop
+    /// Keeps the runtime (and so `loop`'s core memory) alive while a watch can still be
+    /// cancelled; the handle table drops the watch when it is freed, which ends the cycle.
+    private let runtime: Runtime
     let body: @Sendable (Interest) -> Void
     var event: PersistentEvent?
     private let cancelled = Atomic<Bool>(false)
 
-    init(target: Target, interest: Interest, color: Color, loop: Loop, body: @escaping @Sendable (Interest) -> Void) {
+    init(target: Target, interest: Interest, color: Color, loop: Loop, runtime: Runtime,
+         body: @escaping @Sendable (Interest) -> Void) {
+        self.runtime = runtime
         self.target = target
         self.interest = interest
         self.color = color
@@ -82,7 +87,7 @@ public final class Watch: @unchecked Sendable {
         case .signal:
             // Signals all arrive on loop 0; the body runs on its own color's loop.
             let body = self.body
-            try? loop.runtime.execute(on: color) { body([]) }
+            try? runtime.execute(on: color) { body([]) }
         }
     }
 }

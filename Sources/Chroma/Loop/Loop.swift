@@ -9,14 +9,15 @@ import Synchronization
 /// Threading: `enqueue`, `requestStop` and `isCurrent` may be used from any thread.
 /// Everything else runs on the loop's own thread (`preconditionOnLoop()`).
 final class Loop: @unchecked Sendable {
-    // Safe to send: `core` is set once by the runtime before the thread starts; `base`,
+    // Safe to send: `core` is set once by the runtime before the thread starts (and is
+    // itself thread-safe, see `LoopCore`); `base`,
     // `wakeupEvent` and `timers` are used only on the loop's thread (or by `makeEvent`
     // under `HandleTable`'s lock while the loop is open, see there); `stopRequested` is atomic.
     let index: Int
     /// The runtime; the loop's thread keeps it alive (see `start`), so this need not.
     unowned(unsafe) let runtime: Runtime
     let handles: HandleTable
-    private(set) var core: UnsafeMutablePointer<LoopCore>!
+    private(set) var core: LoopCore!
     let timers = TimerQueue()
     private var base: EventBase?
     private var wakeupEvent: PersistentEvent?
@@ -34,7 +35,7 @@ final class Loop: @unchecked Sendable {
     }
 
     /// Called once by the runtime, before `start`.
-    func attach(core: UnsafeMutablePointer<LoopCore>) {
+    func attach(core: LoopCore) {
         precondition(self.core == nil, "a loop's core is attached once")
         self.core = core
     }
@@ -47,14 +48,14 @@ final class Loop: @unchecked Sendable {
     }
 
     /// Queues `job` on this loop (see `LoopCore.enqueue`). Any thread.
-    @inline(__always) func enqueue(_ job: __owned Job) -> Bool {
+    @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
         core.enqueue(job)
     }
 
     /// Asks the loop to drain its queues and exit. Any thread; returns at once.
     func requestStop() {
         stopRequested.store(true, ordering: .releasing)
-        core.pointee.wake()
+        core.wake()
     }
 
     // MARK: Thread
@@ -80,10 +81,15 @@ final class Loop: @unchecked Sendable {
         if let error = box.error { throw error }
     }
 
-    /// Waits for the thread to exit. Call once, from a thread that is not a loop's.
+    /// Waits for the thread to exit.
+    /// From the loop's own thread (the runtime's last reference can drop there), detaches.
     func join() {
         if let thread {
-            pthread_join(thread, nil)
+            if pthread_equal(thread, pthread_self()) != 0 {
+                pthread_detach(thread)
+            } else {
+                pthread_join(thread, nil)
+            }
             self.thread = nil
         }
     }
@@ -105,13 +111,13 @@ final class Loop: @unchecked Sendable {
     private func threadMain(_ box: StartBox) {
         _ = chroma_name_current_thread("chroma-loop-\(index)")
         if let cpu = pinToCPU { _ = chroma_pin_current_thread(Int32(cpu)) }
-        chroma_set_current_loop(UnsafeMutableRawPointer(core))
+        chroma_set_current_loop(core.identity)
         do throws(ChromaError) {
             let base = try EventBase(maxCallbacksPerPoll: 32)
             self.base = base
             let wakeup = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.drain() }
             wakeupEvent = wakeup
-            core.pointee.wakeup = .passUnretained(wakeup)
+            core.wakeupSlot.pointee = .passUnretained(wakeup)
             try wakeup.add()
             try timers.attach(to: base, loop: self)
         } catch {
@@ -120,17 +126,29 @@ final class Loop: @unchecked Sendable {
             box.started.open()
             return
         }
+        // From here on other threads may read `base` (HandleTable.register, under its lock).
         box.started.open()
         _ = base!.dispatch()
         teardown()
     }
 
+    /// The loop thread's last act. The wakeup event and the base stay allocated: a producer
+    /// whose push was accepted just before the mailbox closed may still be about to call
+    /// `event_active` on them. `releaseBase()` frees them once no producer can be in flight.
     private func teardown() {
         timers.detach()
+        chroma_set_current_loop(nil)
+    }
+
+    /// Frees the wakeup event and the base. Called by `Runtime.deinit`: no call into the
+    /// runtime can be in flight then, and the loop's thread has exited (the base is not
+    /// running), so freeing from this thread cannot race the loop. (When the runtime's last
+    /// reference drops on a loop thread, that thread has left `dispatch()` for good.)
+    func releaseBase() {
+        core.wakeupSlot.pointee = nil
         wakeupEvent?.free()
         wakeupEvent = nil
-        base = nil  // event_base_free, on this thread
-        chroma_set_current_loop(nil)
+        base = nil
     }
 
     // MARK: Draining (loop thread)
@@ -139,33 +157,34 @@ final class Loop: @unchecked Sendable {
     /// libevent poll for I/O and re-activates itself if work is left.
     private func drain() {
         let core = self.core!
-        core.pointee.wakeupActive = false
-        core.pointee.draining = true
+        let local = core.local
+        local.pointee.wakeupActive = false
+        local.pointee.draining = true
         var remaining = Loop.budget
         while remaining > 0 {
-            let batch = core.pointee.mailbox.take()
-            if batch.isEmpty && core.pointee.runQueue.isEmpty { break }
+            let batch = core.mailbox.take()
+            if batch.isEmpty && local.pointee.runQueue.isEmpty { break }
             // A mailbox batch runs whole and in place: it is bounded by what producers
             // posted before the swap, and producers' FIFO order is the batch's order.
             for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
             remaining &-= batch.count
-            remaining = Loop.runJobs(core, limit: remaining)
+            remaining = Loop.runJobs(local, limit: remaining)
         }
         chroma_set_current_color(Color.noneRawValue)
-        core.pointee.draining = false
+        local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) {
             finish()
-        } else if !core.pointee.runQueue.isEmpty {
-            core.pointee.wakeupActive = true
-            core.pointee.wake()
+        } else if !local.pointee.runQueue.isEmpty {
+            local.pointee.wakeupActive = true
+            core.wake()
         }
     }
 
     /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
-    @inline(__always) private static func runJobs(_ core: UnsafeMutablePointer<LoopCore>, limit: Int) -> Int {
+    @inline(__always) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int) -> Int {
         var remaining = limit
-        while remaining > 0 && !core.pointee.runQueue.isEmpty {
-            core.pointee.runQueue.runFront()
+        while remaining > 0 && !local.pointee.runQueue.isEmpty {
+            local.pointee.runQueue.runFront()
             remaining &-= 1
         }
         return remaining
@@ -175,15 +194,16 @@ final class Loop: @unchecked Sendable {
     /// watches and timers still registered here are cancelled and counted, and the loop exits.
     private func finish() {
         let core = self.core!
-        core.pointee.draining = true
+        let local = core.local
+        local.pointee.draining = true
         while true {
-            while !core.pointee.runQueue.isEmpty { _ = Loop.runJobs(core, limit: Int.max) }
-            let batch = core.pointee.mailbox.take(closeIfEmpty: true)
+            while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
+            let batch = core.mailbox.take(closeIfEmpty: true)
             if batch.isEmpty { break }  // closed: nothing can be queued here any more
             for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
         }
         chroma_set_current_color(Color.noneRawValue)
-        core.pointee.draining = false
+        local.pointee.draining = false
         let cancelledWatches = handles.closeLoop(self)
         let cancelledTimers = timers.cancelAll()
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)

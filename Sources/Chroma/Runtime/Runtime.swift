@@ -27,7 +27,7 @@ public final class Runtime: @unchecked Sendable {
     public let loopCount: Int
     private(set) var loops: [Loop]  // assigned once, at the end of init
     /// The loops' hot state, without reference counting (see `LoopCore`).
-    private let cores: UnsafeMutablePointer<LoopCore>
+    private let cores: UnsafeMutablePointer<LoopCore>  // loopCount of them, filled in init
     private let loopMask: Int  // loopCount - 1 when a power of two, else -1
     let handles: HandleTable
     private let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
@@ -52,7 +52,7 @@ public final class Runtime: @unchecked Sendable {
         loopCount = loops
         loopMask = loops & (loops - 1) == 0 ? loops - 1 : -1
         handles = HandleTable(loopCount: loops)
-        cores = LoopCore.allocate(count: loops)  // initialized below, once the loops exist
+        cores = .allocate(capacity: loops)  // initialized below, once the loops exist
         var made: [Loop] = []
         self.loops = []
         let cpus = Runtime.onlineCPUCount
@@ -60,12 +60,18 @@ public final class Runtime: @unchecked Sendable {
             made.append(Loop(index: i, runtime: self, handles: handles, pinToCPU: pinToCPUs ? i % cpus : nil))
         }
         self.loops = made
-        LoopCore.initialize(cores, loops: made)
-        for (i, loop) in made.enumerated() { loop.attach(core: LoopCore.at(cores, i)) }
+        for (i, loop) in made.enumerated() {
+            (cores + i).initialize(to: LoopCore(loop: loop))
+            loop.attach(core: cores[i])
+        }
     }
 
     deinit {
-        LoopCore.deallocate(cores, count: loopCount)
+        // Threads hold the runtime while they run, so every started loop was joined by now.
+        for loop in loops { loop.join(); loop.releaseBase() }
+        for i in 0..<loopCount { cores[i].destroy() }
+        cores.deinitialize(count: loopCount)
+        cores.deallocate()
     }
 
     // MARK: Lifecycle
@@ -178,7 +184,7 @@ public final class Runtime: @unchecked Sendable {
     /// The runtime whose callback is running on this thread, or nil outside callbacks.
     public static var current: Runtime? {
         guard let raw = chroma_current_loop() else { return nil }
-        return raw.assumingMemoryBound(to: LoopCore.self).pointee.loop.takeUnretainedValue().runtime
+        return raw.assumingMemoryBound(to: LoopCore.LocalQueue.self).pointee.loop.takeUnretainedValue().runtime
     }
 
     // MARK: Work
@@ -202,9 +208,9 @@ public final class Runtime: @unchecked Sendable {
     ///
     /// Throws `.shutDown` once `stop()` was called, `.invalidState` before `start()`.
     @inline(__always)
-    public func execute(on color: Color = .main, _ body: __owned @escaping @Sendable () -> Void) throws(ChromaError) {
+    public func execute(on color: Color = .main, _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !LoopCore.at(cores, loopIndex(of: color)).enqueue(Job(color: color.rawValue, body: body)) {
+        if !cores[loopIndex(of: color)].enqueue(Job(color: color.rawValue, body: consume body)) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -220,7 +226,7 @@ public final class Runtime: @unchecked Sendable {
     public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
                         _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !LoopCore.at(cores, loopIndex(of: color)).enqueue(Job(color: color.rawValue, function: function, context: context)) {
+        if !cores[loopIndex(of: color)].enqueue(Job(color: color.rawValue, function: function, context: context)) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -270,7 +276,7 @@ public final class Runtime: @unchecked Sendable {
         guard fd >= 0 else { throw .badDescriptor(operation: "watch", fd: fd, errno: EBADF) }
         if fcntl(fd, F_GETFD) == -1 { throw .badDescriptor(operation: "watch", fd: fd, errno: errno) }
         try checkRunning("watch")
-        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: loop(for: color), body: body)
+        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: loop(for: color), runtime: self, body: body)
         try handles.register(watch, operation: "watch")
         return watch
     }
@@ -288,7 +294,7 @@ public final class Runtime: @unchecked Sendable {
         }
         try checkRunning("onSignal")
         // libevent delivers signals to one base only; loop 0 takes them all and forwards.
-        let watch = Watch(target: .signal(signal), interest: [], color: color, loop: loops[0]) { _ in body() }
+        let watch = Watch(target: .signal(signal), interest: [], color: color, loop: loops[0], runtime: self) { _ in body() }
         try handles.register(watch, operation: "onSignal")
         return watch
     }
