@@ -69,7 +69,7 @@ final class ParallelismTests: XCTestCase {
 
 final class PinningTests: XCTestCase {
     /// The CPUs this thread may run on, from the kernel's own view of it.
-    private func allowedCPUs() -> String? {
+    private static func allowedCPUs() -> String? {
         guard let status = try? String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8) else { return nil }
         return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
             .map { $0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces) }
@@ -85,7 +85,7 @@ final class PinningTests: XCTestCase {
         done.expectedFulfillmentCount = 2
         for loop in 0..<2 {
             try runtime.execute(on: Color(UInt64(loop))) {
-                seen.withLock { $0[loop] = self.allowedCPUs() ?? "?" }
+                seen.withLock { $0[loop] = PinningTests.allowedCPUs() ?? "?" }
                 done.fulfill()
             }
         }
