@@ -17,11 +17,11 @@ build: setup
 	$(SWIFT) build
 
 test: setup
-	$(SWIFT) test
+	$(SWIFT) test --disable-swift-testing
 
 # ThreadSanitizer; stress tests scale their counts down (CHROMA_TSAN=1), never to triviality.
 tsan: setup
-	CHROMA_TSAN=1 $(SWIFT) test --sanitize=thread --scratch-path .build-tsan
+	CHROMA_TSAN=1 $(SWIFT) test --disable-swift-testing --sanitize=thread --scratch-path .build-tsan
 
 examples: setup
 	$(SWIFT) build -c release --product chroma-ticker
