@@ -76,6 +76,7 @@ private func persistentEventCallback(_ fd: Int32, _ what: Int16, _ context: Unsa
 /// Threading: `add` and `activate` may be called from any thread (libevent locks the base).
 /// `remove` and `free` only on the owning loop's thread, or after that thread has exited:
 /// deleting from another thread races the loop (libevent bugs #512, #1311, #1530).
+@usableFromInline
 final class PersistentEvent: @unchecked Sendable {
     // Safe to send: `raw` is written once before the event is shared; afterwards only
     // thread-safe libevent calls (`event_active`, `event_add`) run off the owning thread.
@@ -100,7 +101,7 @@ final class PersistentEvent: @unchecked Sendable {
     }
 
     /// Makes the event run once on its loop as soon as possible. Any thread.
-    @inline(__always) func activate() {
+    @usableFromInline func activate() {
         event_active(raw, 0, 0)
     }
 

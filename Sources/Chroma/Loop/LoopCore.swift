@@ -8,21 +8,23 @@ import CChroma
 /// Threading: `local` belongs to the loop's thread; `mailbox` is internally locked; `wakeup`
 /// is written on the loop's thread before `Runtime.start()` returns (the start latch orders
 /// it) and only read afterwards.
+@usableFromInline
 struct LoopCore {
     /// The run queue and its flags: the loop's thread only.
-    let local: UnsafeMutablePointer<LocalQueue>
-    let mailbox = Mailbox()
+    @usableFromInline let local: UnsafeMutablePointer<LocalQueue>
+    @usableFromInline let mailbox = Mailbox()
     let loop: Unmanaged<Loop>
-    let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
+    @usableFromInline let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
 
+    @usableFromInline
     struct LocalQueue {
         /// The loop itself, for `Runtime.current` (the thread-local points here).
         let loop: Unmanaged<Loop>
-        var runQueue = RunQueue()
+        @usableFromInline var runQueue = RunQueue()
         /// True while the loop runs jobs, so a local push needs no wakeup.
-        var draining = false
+        @usableFromInline var draining = false
         /// True while the wakeup event is already active.
-        var wakeupActive = false
+        @usableFromInline var wakeupActive = false
     }
 
     init(loop: Loop) {
@@ -43,13 +45,13 @@ struct LoopCore {
     }
 
     /// The address the thread-local `chroma_tls_loop` holds on this loop's thread.
-    @inline(__always) var identity: UnsafeMutableRawPointer { UnsafeMutableRawPointer(local) }
+    @inlinable @inline(__always) var identity: UnsafeMutableRawPointer { UnsafeMutableRawPointer(local) }
 
     /// True on this loop's own thread.
-    @inline(__always) var isCurrent: Bool { chroma_current_loop() == identity }
+    @inlinable @inline(__always) var isCurrent: Bool { chroma_current_loop() == identity }
 
     /// Wakes the loop: activates its one persistent wakeup event. Any thread, once started.
-    @inline(__always) func wake() {
+    @inlinable @inline(__always) func wake() {
         wakeupSlot.pointee.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.activate() }
     }
 
@@ -57,7 +59,7 @@ struct LoopCore {
     /// threads to the mailbox, and only the push that finds the mailbox empty wakes the loop.
     /// Returns false, dropping nothing, only when the mailbox is closed for shutdown; the
     /// caller reports that as `ChromaError.shutDown`.
-    @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
+    @inlinable @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
         if isCurrent {
             local.pointee.runQueue.push(consume job)
             if !local.pointee.draining && !local.pointee.wakeupActive {

@@ -15,21 +15,23 @@ import Glibc
 /// the mutex held, so concurrent producers never make overlapping Swift accesses to one
 /// variable (which ThreadSanitizer reports even when a lock orders the actual writes), and
 /// no reference count is touched on the way.
+@usableFromInline
 struct Mailbox {
-    private let shared: UnsafeMutablePointer<Shared>
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let shared: UnsafeMutablePointer<Shared>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     /// The buffer the loop drains from, and its capacity: the loop's thread only.
     private let spare: UnsafeMutablePointer<(buffer: UnsafeMutablePointer<Job>, capacity: Int32)>
 
-    private struct Shared {
+    @usableFromInline
+    struct Shared {
         var mutex = pthread_mutex_t()
-        var buffer: UnsafeMutablePointer<Job>
-        var count: Int32 = 0
-        var capacity: Int32
-        var closed = false
+        @usableFromInline var buffer: UnsafeMutablePointer<Job>
+        @usableFromInline var count: Int32 = 0
+        @usableFromInline var capacity: Int32
+        @usableFromInline var closed = false
     }
 
-    enum PushResult { case queued(wasEmpty: Bool), closed }
+    @usableFromInline enum PushResult { case queued(wasEmpty: Bool), closed }
 
     init(capacity: Int32 = 1024) {
         precondition(MemoryLayout<Shared>.size <= 64, "the mailbox's shared state must fit one cache line")
@@ -54,7 +56,7 @@ struct Mailbox {
     }
 
     /// Any thread. Refused once the loop has closed the mailbox for shutdown.
-    @inline(__always) func push(_ job: consuming Job) -> PushResult {
+    @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
         pthread_mutex_lock(mutex)
         if shared.pointee.closed {
             pthread_mutex_unlock(mutex)
@@ -91,7 +93,7 @@ struct Mailbox {
     }
 
     /// With the mutex held.
-    private func grow() {
+    @usableFromInline func grow() {
         let capacity = shared.pointee.capacity
         precondition(capacity < Int32.max / 2, "mailbox overflow")
         let bigger = UnsafeMutablePointer<Job>.allocate(capacity: Int(capacity) * 2)

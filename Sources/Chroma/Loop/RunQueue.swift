@@ -3,11 +3,12 @@
 /// A ring rather than an array of closures: a push and a pop move a few words and never
 /// shift or reallocate in steady state. A plain struct living inside `LoopCore`'s manually
 /// allocated memory, so using it never touches a reference count.
+@usableFromInline
 struct RunQueue {
-    private var buffer: UnsafeMutablePointer<Job>
-    private var mask: Int
-    private var head = 0  // next job to pop; grows without wrapping (2⁶³ jobs is centuries)
-    private var tail = 0  // next free slot
+    @usableFromInline var buffer: UnsafeMutablePointer<Job>
+    @usableFromInline var mask: Int
+    @usableFromInline var head = 0  // next job to pop; grows without wrapping (2⁶³ jobs is centuries)
+    @usableFromInline var tail = 0  // next free slot
 
     init(capacity: Int = 1024) {
         precondition(capacity > 0 && capacity & (capacity - 1) == 0, "capacity must be a power of two")
@@ -24,7 +25,7 @@ struct RunQueue {
     @inline(__always) var isEmpty: Bool { head == tail }
     @inline(__always) var count: Int { tail &- head }
 
-    @inline(__always) mutating func push(_ job: consuming Job) {
+    @inlinable @inline(__always) mutating func push(_ job: consuming Job) {
         if tail &- head > mask { grow() }
         (buffer + (tail & mask)).initialize(to: consume job)
         tail &+= 1
@@ -56,7 +57,7 @@ struct RunQueue {
         Job.run(consuming: slot)
     }
 
-    private mutating func grow() {
+    @usableFromInline mutating func grow() {
         let oldCapacity = mask + 1
         let newBuffer = UnsafeMutablePointer<Job>.allocate(capacity: oldCapacity * 2)
         let n = count

@@ -27,10 +27,10 @@ public final class Runtime: @unchecked Sendable {
     public let loopCount: Int
     private(set) var loops: [Loop]  // assigned once, at the end of init
     /// The loops' hot state, without reference counting (see `LoopCore`).
-    private let cores: UnsafeMutablePointer<LoopCore>  // loopCount of them, filled in init
-    private let loopMask: Int  // loopCount - 1 when a power of two, else -1
+    @usableFromInline let cores: UnsafeMutablePointer<LoopCore>  // loopCount of them, filled in init
+    @usableFromInline let loopMask: Int  // loopCount - 1 when a power of two, else -1
     let handles: HandleTable
-    private let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
+    @usableFromInline let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
     private let nextColor = Atomic<UInt64>(1 << 32)
     private let stopped = Latch()
     private let reportLock = Lock()
@@ -38,7 +38,7 @@ public final class Runtime: @unchecked Sendable {
     private var report = ShutdownReport()
     private var joined = false
 
-    private enum Lifecycle: UInt8 { case idle, starting, running, stopping, stopped }
+    @usableFromInline enum Lifecycle: UInt8 { case idle, starting, running, stopping, stopped }
 
     /// The number of CPUs online: the default loop count.
     public static var onlineCPUCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -167,7 +167,7 @@ public final class Runtime: @unchecked Sendable {
     // MARK: Colors
 
     /// The index of the loop that owns `color`: `rawValue % loopCount`.
-    @inline(__always) public func loopIndex(of color: Color) -> Int {
+    @inlinable @inline(__always) public func loopIndex(of color: Color) -> Int {
         loopMask >= 0 ? Int(truncatingIfNeeded: color.rawValue) & loopMask : Int(color.rawValue % UInt64(loopCount))
     }
 
@@ -189,13 +189,17 @@ public final class Runtime: @unchecked Sendable {
 
     // MARK: Work
 
-    @inline(__always) private func checkRunning(_ operation: @autoclosure () -> String) throws(ChromaError) {
+    /// Throws unless the runtime is running. One relaxed load on the hot path.
+    @inlinable @inline(__always) func checkRunning(_ operation: StaticString) throws(ChromaError) {
         let current = state.load(ordering: .relaxed)
-        if current == Lifecycle.running.rawValue { return }
+        if current != Lifecycle.running.rawValue { throw notRunning(current, operation) }
+    }
+
+    @usableFromInline func notRunning(_ current: UInt8, _ operation: StaticString) -> ChromaError {
         if current < Lifecycle.running.rawValue {
-            throw .invalidState(operation: operation(), reason: "the runtime is not started; call start() first")
+            return .invalidState(operation: "\(operation)", reason: "the runtime is not started; call start() first")
         }
-        throw .shutDown(operation: operation())
+        return .shutDown(operation: "\(operation)")
     }
 
     /// Queues `body` to run on `color` (libasync's `cpucb`). Bodies of one color never
@@ -207,7 +211,7 @@ public final class Runtime: @unchecked Sendable {
     /// mailbox empty wakes the loop.
     ///
     /// Throws `.shutDown` once `stop()` was called, `.invalidState` before `start()`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func execute(on color: Color = .main, _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunning("execute")
         if !cores[loopIndex(of: color)].enqueue(Job(color: color.rawValue, body: consume body)) {
@@ -222,7 +226,7 @@ public final class Runtime: @unchecked Sendable {
     ///
     /// `context` is yours: keep what it points to alive, and unshared except through colors,
     /// until the function has run (a callback queued before `stop()` always runs).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
                         _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
         try checkRunning("execute")
