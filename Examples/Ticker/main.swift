@@ -27,11 +27,25 @@ try runtime.schedule(after: .seconds(1), repeating: .seconds(1)) {
     if n == 5 { runtime.stop() }
 }
 
-// Lines typed on stdin, echoed back when stdin is readable.
-try runtime.watch(STDIN_FILENO, for: .readable) { _ in
-    var buffer = [UInt8](repeating: 0, count: 256)
-    let n = read(STDIN_FILENO, &buffer, buffer.count)
-    if n > 0 { print("you typed: \(String(decoding: buffer[..<n], as: UTF8.self))", terminator: "") }
+// Lines typed on stdin, echoed back when stdin is readable. Registered from a `.main`
+// callback, so the handle is stored before the watch's own `.main` callbacks can run:
+// the color serializes them, no lock needed. (A regular file or /dev/null on stdin cannot
+// be watched: the typed error says so, and the ticker runs without it.)
+let stdinWatch = StdinWatch()
+try runtime.execute {
+    do {
+        stdinWatch.watch = try runtime.watch(STDIN_FILENO, for: .readable) { _ in
+            var buffer = [UInt8](repeating: 0, count: 256)
+            let n = read(STDIN_FILENO, &buffer, buffer.count)
+            if n > 0 {
+                print("you typed: \(String(decoding: buffer[..<n], as: UTF8.self))", terminator: "")
+            } else {
+                stdinWatch.watch?.cancel()  // end of input: stop watching, or it fires forever
+            }
+        }
+    } catch {
+        print("not echoing stdin: \(error)")
+    }
 }
 
 try runtime.onSignal(SIGINT) {
@@ -41,6 +55,11 @@ try runtime.onSignal(SIGINT) {
 
 let report = try runtime.run()
 print("stopped; cancelled \(report.cancelledTimers) timers and \(report.cancelledWatches) watches")
+
+/// Only ever touched in `.main` callbacks, which never overlap; `@unchecked` states that.
+final class StdinWatch: @unchecked Sendable {
+    var watch: Watch?
+}
 
 /// Only ever touched on `.main`'s loop, so it needs no lock; `@unchecked` states that.
 final class Counter: @unchecked Sendable {

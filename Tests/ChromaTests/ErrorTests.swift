@@ -20,6 +20,27 @@ final class ErrorTests: XCTestCase {
         XCTAssertTrue(error.description.contains("watch fd 9"), error.description)
     }
 
+    func testRegularFileCannotBeWatchedAndSaysWhich() throws {
+        let runtime = try startedRuntime()
+        let path = NSTemporaryDirectory() + "chroma-unpollable-\(getpid())"
+        let fd = open(path, O_CREAT | O_RDWR, 0o600)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd); unlink(path) }
+        assertThrows(.unpollable(operation: "watch", fd: fd, call: "event_add", errno: EPERM)) {
+            try runtime.watch(fd, for: .readable) { _ in }
+        }
+        // The refused fd is not left half-registered: a pipe on the same color still works.
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let fired = expectation(description: "pipe readable")
+        let watch = try runtime.watch(fds[0], for: .readable) { _ in fired.fulfill() }
+        var byte: UInt8 = 1
+        XCTAssertEqual(write(fds[1], &byte, 1), 1)
+        wait(for: [fired], timeout: 5)
+        watch.cancel()
+    }
+
     func testConflictingWatches() throws {
         let runtime = try startedRuntime()
         var fds: [Int32] = [0, 0]

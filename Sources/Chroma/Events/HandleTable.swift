@@ -48,9 +48,15 @@ final class HandleTable: @unchecked Sendable {
             do throws(ChromaError) {
                 try watch.event!.add()
             } catch {
-                if case .fd(let fd) = watch.target { removeInterest(of: watch, fd: fd) }
                 // Never added, so freeing here cannot race the loop.
                 watch.event!.free()
+                watch.event = nil
+                guard case .fd(let fd) = watch.target else { throw error }
+                removeInterest(of: watch, fd: fd)
+                // epoll refuses regular files and directories with EPERM: say which fd.
+                if case .system(_, let call, let err) = error {
+                    throw .unpollable(operation: operation, fd: fd, call: call, errno: err)
+                }
                 throw error
             }
             watches[loop.index][ObjectIdentifier(watch)] = watch

@@ -9,6 +9,9 @@ public enum ChromaError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidState(operation: String, reason: String)
     /// `fd` is negative or not open (`fcntl(F_GETFD)` failed with `errno`).
     case badDescriptor(operation: String, fd: Int32, errno: Int32)
+    /// The kernel would not watch `fd` (`call` failed with `errno`): epoll refuses regular
+    /// files and directories (EPERM); use the blocking pool for those.
+    case unpollable(operation: String, fd: Int32, call: String, errno: Int32)
     /// `fd` is already watched for some of `interest`, or by another color.
     case alreadyWatched(operation: String, fd: Int32, detail: String)
     /// The argument is out of range: a signal number, an interval, a loop count.
@@ -24,6 +27,8 @@ public enum ChromaError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(op): \(reason)"
         case .badDescriptor(let op, let fd, let err):
             return "\(op) fd \(fd): bad file descriptor (\(String(cString: strerror(err))))"
+        case .unpollable(let op, let fd, let call, let err):
+            return "\(op) fd \(fd): the kernel cannot watch this descriptor (\(call): \(String(cString: strerror(err))))"
         case .alreadyWatched(let op, let fd, let detail):
             return "\(op) fd \(fd): \(detail)"
         case .invalidArgument(let op, let detail):
