@@ -120,4 +120,33 @@ final class SerializationTests: XCTestCase {
         wait(for: [box.done], timeout: 10)
         XCTAssertEqual(box.seen, Array(repeating: 5, count: count))
     }
+
+    /// A queued closure owns its captures exactly once: released after it runs (no leak),
+    /// and not before (no over-release), whichever path it took (local run queue or mailbox).
+    func testQueuedClosuresReleaseTheirCapturesExactlyOnce() throws {
+        final class Tracked: Sendable { let id: Int; init(_ id: Int) { self.id = id } }
+        let runtime = try Runtime(loops: 2)
+        try runtime.start()
+        var weakRefs: [() -> AnyObject?] = []
+        let sum = Counter()
+        let done = expectation(description: "all ran")
+        done.expectedFulfillmentCount = 200
+        for i in 0..<100 {
+            let object = Tracked(i)
+            weakRefs.append { [weak object] in object }
+            // From outside (mailbox), and from inside a callback (local run queue).
+            try runtime.execute(on: Color(UInt64(i % 2))) {
+                sum.increment(by: object.id)
+                try! runtime.execute(on: Color(UInt64(i % 2))) {
+                    sum.increment(by: object.id)
+                    done.fulfill()
+                }
+                done.fulfill()
+            }
+        }
+        wait(for: [done], timeout: 10)
+        try runtime.shutdown()
+        XCTAssertEqual(sum.current, 2 * (0..<100).reduce(0, +), "every capture was alive when its closure ran")
+        XCTAssertTrue(weakRefs.allSatisfy { $0() == nil }, "every capture was released once its closures ran")
+    }
 }

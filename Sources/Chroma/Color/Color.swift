@@ -15,10 +15,10 @@ public struct Color: Hashable, Sendable, CustomStringConvertible {
     /// The color's number.
     public let rawValue: UInt64
 
-    /// A color with the given number. Any value is valid except `UInt64.max`, which Chroma
-    /// reserves to mean "no color" in its thread-local.
+    /// A color with the given number, below 2⁶³ (Chroma keeps the top bit of a queued
+    /// job's color word to tell its two kinds of job apart; see `Job`).
     public init(_ rawValue: UInt64) {
-        precondition(rawValue != Color.noneRawValue, "Color(UInt64.max) is reserved")
+        precondition(rawValue < 1 << 63, "Color(\(rawValue)): colors are below 2^63")
         self.rawValue = rawValue
     }
 

@@ -46,7 +46,7 @@ struct Mailbox {
 
     /// Drops any jobs left and frees everything. Call once, when the loop is gone.
     func destroy() {
-        shared.pointee.buffer.deinitialize(count: Int(shared.pointee.count))
+        for i in 0..<Int(shared.pointee.count) { Job.discard(shared.pointee.buffer + i) }
         shared.pointee.buffer.deallocate()
         spare.pointee.buffer.deallocate()
         spare.deallocate()

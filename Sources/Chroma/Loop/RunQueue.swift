@@ -18,7 +18,10 @@ struct RunQueue {
 
     /// Drops any jobs left and frees the buffer. Call once, when the loop is gone.
     mutating func destroy() {
-        while !isEmpty { _ = popNonEmpty() }
+        while !isEmpty {
+            Job.discard(buffer + (head & mask))
+            head &+= 1
+        }
         buffer.deallocate()
     }
 
