@@ -80,6 +80,7 @@ final class HandleTable: @unchecked Sendable {
 
     /// Loop thread: frees the watch's event and forgets it.
     private func releaseEvent(of watch: Watch) {
+        watch.loop.preconditionOnLoop("free a watch's event")  // libevent bugs #512, #1311, #1530
         lock.withLock {
             watch.event?.free()
             watch.event = nil

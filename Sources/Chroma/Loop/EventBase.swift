@@ -118,8 +118,6 @@ final class PersistentEvent: @unchecked Sendable {
         }
     }
 
-    var isFreed: Bool { raw == nil }
-
     deinit {
         // Reached only once the owner dropped the event; the owner frees it on its thread
         // first, so this is a backstop for events whose loop never started.

@@ -34,18 +34,6 @@ struct RunQueue {
         tail &+= 1
     }
 
-    /// Pops the front job; the queue must not be empty.
-    @inline(__always) mutating func popNonEmpty() -> Job {
-        let job = (buffer + (head & mask)).move()
-        head &+= 1
-        return job
-    }
-
-    /// Moves `count` jobs from `source` (left deinitialized) to the back of the queue.
-    mutating func append(movingFrom source: UnsafeMutablePointer<Job>, count: Int) {
-        for i in 0..<count { push((source + i).move()) }
-    }
-
     /// Runs the front job and removes it. The queue must not be empty.
     ///
     /// An emptied queue restarts at slot 0, so a steady chain of callbacks reuses the same

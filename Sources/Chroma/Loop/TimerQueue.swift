@@ -29,8 +29,6 @@ final class TimerQueue: @unchecked Sendable {
     /// Cancelled timers still in the heap; when they are most of it, the heap is rebuilt.
     private let cancelledInHeap = Atomic<Int>(0)
 
-    var count: Int { heap.count }
-
     func attach(to base: EventBase, loop: Loop) throws(ChromaError) {
         self.loop = loop
         event = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.fire() }
@@ -47,6 +45,7 @@ final class TimerQueue: @unchecked Sendable {
 
     /// Adds `timer` to fire at `deadline` (monotonic ns). Loop thread.
     func insert(_ timer: Timer, deadline: UInt64) {
+        loop!.preconditionOnLoop("TimerQueue.insert")
         sequence &+= 1
         heap.insert(Entry(deadline: deadline, sequence: sequence, timer: timer))
         if deadline < armedDeadline { arm(deadline) }
