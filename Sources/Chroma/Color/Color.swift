@@ -33,6 +33,7 @@ public struct Color: Hashable, Sendable, CustomStringConvertible {
         return raw == noneRawValue ? nil : Color(unchecked: raw)
     }
 
+    /// `Color(n)`.
     public var description: String { "Color(\(rawValue))" }
 
     @usableFromInline static var noneRawValue: UInt64 { .max }

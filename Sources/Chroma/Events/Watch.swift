@@ -3,7 +3,9 @@ import Synchronization
 
 /// What a watch waits for on a file descriptor.
 public struct Interest: OptionSet, Sendable, Hashable {
+    /// The bits: 1 readable, 2 writable.
     public let rawValue: UInt8
+    /// An interest from its bits (1 readable, 2 writable).
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// The fd has data to read, or the peer closed it.
     public static let readable = Interest(rawValue: 1)

@@ -19,6 +19,7 @@ public enum ChromaError: Error, Equatable, Sendable, CustomStringConvertible {
     /// libevent or the OS failed a call Chroma needed (`call` names it).
     case system(operation: String, call: String, errno: Int32)
 
+    /// The operation, the input it refused, and why, in one line.
     public var description: String {
         switch self {
         case .shutDown(let op):

@@ -311,5 +311,6 @@ public struct ShutdownReport: Sendable, Equatable {
     public var cancelledTimers = 0
     /// Watches (fd and signal) still registered at shutdown (their `isCancelled` is now true).
     public var cancelledWatches = 0
+    /// An empty report.
     public init() {}
 }
