@@ -60,19 +60,33 @@ struct Job {
         let tagged = slot.pointee.tagged
         chroma_set_current_color(tagged & ~functionTag)
         if tagged & functionTag != 0 {
-            let function = unsafeBitCast(slot.pointee.word0, to: (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
-            function(UnsafeMutableRawPointer(mutating: slot.pointee.word1))
+            callFunction(slot.pointee.word0, slot.pointee.word1)
         } else {
-            // The closure's two words sit at offset 8; move them out as a closure (no retain).
-            UnsafeMutableRawPointer(slot).advanced(by: 8).bindMemory(to: Closure.self, capacity: 1)
-                .move().runAndRelease()
+            runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         }
+    }
+
+    /// Calls a function job's function with its context.
+    @inline(__always) static func callFunction(_ word0: UnsafeRawPointer?, _ word1: UnsafeRawPointer?) {
+        let function = unsafeBitCast(word0, to: (@convention(c) (UnsafeMutableRawPointer?) -> Void).self)
+        function(UnsafeMutableRawPointer(mutating: word1))
+    }
+
+    /// Moves the closure stored as two words at `words` out (no retain), runs it and
+    /// releases it once.
+    @inline(__always) static func runClosure(at words: UnsafeMutableRawPointer) {
+        words.bindMemory(to: Closure.self, capacity: 1).move().runAndRelease()
+    }
+
+    /// Drops a closure stored as two words at `words` without running it.
+    static func discardClosure(at words: UnsafeMutableRawPointer) {
+        _ = words.bindMemory(to: Closure.self, capacity: 1).move()
     }
 
     /// Drops the job without running it (only at deinit, for jobs that never ran).
     static func discard(_ slot: UnsafeMutablePointer<Job>) {
         if slot.pointee.tagged & functionTag == 0 {
-            _ = UnsafeMutableRawPointer(slot).advanced(by: 8).bindMemory(to: Closure.self, capacity: 1).move()
+            discardClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         }
     }
 }

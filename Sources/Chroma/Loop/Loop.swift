@@ -166,8 +166,7 @@ final class Loop: @unchecked Sendable {
             if batch.isEmpty && local.pointee.runQueue.isEmpty { break }
             // A mailbox batch runs whole and in place: it is bounded by what producers
             // posted before the swap, and producers' FIFO order is the batch's order.
-            for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
-            remaining &-= batch.count
+            remaining &-= Mailbox.run(batch)
             remaining = Loop.runJobs(local, limit: remaining)
         }
         chroma_set_current_color(Color.noneRawValue)
@@ -200,7 +199,7 @@ final class Loop: @unchecked Sendable {
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             let batch = core.mailbox.take(closeIfEmpty: true)
             if batch.isEmpty { break }  // closed: nothing can be queued here any more
-            for i in 0..<batch.count { Job.run(consuming: batch.baseAddress! + i) }
+            _ = Mailbox.run(batch)
         }
         chroma_set_current_color(Color.noneRawValue)
         local.pointee.draining = false

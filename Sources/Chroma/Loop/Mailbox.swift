@@ -1,3 +1,4 @@
+import CChroma
 import Glibc
 
 /// Where threads other than the loop's own queue jobs for it.
@@ -7,28 +8,54 @@ import Glibc
 /// `push` tells the producer whether it found the mailbox empty: only that producer wakes
 /// the loop, so a burst of posts costs one `event_active`.
 ///
-/// The mutex and everything it guards share ONE 64-byte cache line, so a producer's push
-/// pulls one line from the consumer's core, not two. The loop's spare buffer lives apart
-/// (in `spare`), since only the loop's thread touches it.
+/// Records are 16 bytes, not a 24-byte `Job`: every record crosses from the producer's core
+/// to the loop's through the cache, and that traffic is what bounds cross-thread posting
+/// (the C peer slows by the same factor when its items grow). A job's color is written
+/// only when it differs from the previous job's, as a marker record, so a producer posting
+/// a run of jobs to one color pays 16 bytes a job. A record is either
+/// - a marker: `word0 == Mailbox.marker`, `word1` = the color of the jobs that follow;
+/// - a function job: `word0` = the C function with the top bit set, `word1` = its context;
+/// - a closure job: the closure's two words (entry point, retained context).
+/// Code addresses never have the top bit set in a Linux user-space process, which `push`
+/// checks for function pointers.
 ///
-/// A handle of pointers with non-mutating methods: the shared state is touched only with
-/// the mutex held, so concurrent producers never make overlapping Swift accesses to one
-/// variable (which ThreadSanitizer reports even when a lock orders the actual writes), and
-/// no reference count is touched on the way.
+/// The mutex and everything it guards share ONE 64-byte cache line, so a producer's push
+/// pulls one line from the consumer's core, not two. The loop's spare buffer lives apart,
+/// since only the loop's thread touches it. A handle of pointers with non-mutating methods:
+/// the shared state is touched only with the mutex held, so concurrent producers never make
+/// overlapping Swift accesses to one variable (which ThreadSanitizer reports even when a
+/// lock orders the actual writes), and no reference count is touched on the way.
 @usableFromInline
 struct Mailbox {
     @usableFromInline let shared: UnsafeMutablePointer<Shared>
     @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     /// The buffer the loop drains from, and its capacity: the loop's thread only.
-    private let spare: UnsafeMutablePointer<(buffer: UnsafeMutablePointer<Job>, capacity: Int32)>
+    private let spare: UnsafeMutablePointer<(buffer: UnsafeMutablePointer<Record>, capacity: Int32)>
+
+    @usableFromInline
+    struct Record {
+        @usableFromInline var word0: UInt
+        @usableFromInline var word1: UInt
+        @inlinable init(_ word0: UInt, _ word1: UInt) {
+            self.word0 = word0
+            self.word1 = word1
+        }
+    }
+
+    @usableFromInline static var marker: UInt { .max }
+    @usableFromInline static var functionBit: UInt { 1 << 63 }
+    /// "No color yet": colors are below 2⁶³, so this never matches a real one.
+    @usableFromInline static var noColor: UInt64 { .max }
 
     @usableFromInline
     struct Shared {
         var mutex = pthread_mutex_t()
-        @usableFromInline var buffer: UnsafeMutablePointer<Job>
+        @usableFromInline var buffer: UnsafeMutablePointer<Record>
+        /// Records in `buffer`; negative once the mailbox is closed for shutdown.
         @usableFromInline var count: Int32 = 0
         @usableFromInline var capacity: Int32
-        @usableFromInline var closed = false
+        /// The color of the last record's job, or `noColor` at the start of a buffer.
+        @usableFromInline var lastColor: UInt64 = Mailbox.noColor
     }
 
     @usableFromInline enum PushResult { case queued(wasEmpty: Bool), closed }
@@ -46,7 +73,7 @@ struct Mailbox {
 
     /// Drops any jobs left and frees everything. Call once, when the loop is gone.
     func destroy() {
-        for i in 0..<Int(shared.pointee.count) { Job.discard(shared.pointee.buffer + i) }
+        Mailbox.discard(UnsafeMutableBufferPointer(start: shared.pointee.buffer, count: max(0, Int(shared.pointee.count))))
         shared.pointee.buffer.deallocate()
         spare.pointee.buffer.deallocate()
         spare.deallocate()
@@ -57,28 +84,41 @@ struct Mailbox {
 
     /// Any thread. Refused once the loop has closed the mailbox for shutdown.
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
+        let color = job.tagged & ~Job.functionTag
+        var word0 = UInt(bitPattern: job.word0)
+        if job.tagged & Job.functionTag != 0 {
+            precondition(word0 & Mailbox.functionBit == 0, "a code address with the top bit set")
+            word0 |= Mailbox.functionBit
+        }
+        let record = Record(word0, UInt(bitPattern: job.word1))
         pthread_mutex_lock(mutex)
-        if shared.pointee.closed {
+        var count = shared.pointee.count
+        if count < 0 {
             pthread_mutex_unlock(mutex)
             return .closed
         }
-        let count = shared.pointee.count
-        if count == shared.pointee.capacity { grow() }
-        (shared.pointee.buffer + Int(count)).initialize(to: consume job)
+        if count > shared.pointee.capacity &- 2 { grow() }
+        let wasEmpty = count == 0
+        if color != shared.pointee.lastColor {
+            (shared.pointee.buffer + Int(count)).initialize(to: Record(Mailbox.marker, UInt(color)))
+            shared.pointee.lastColor = color
+            count &+= 1
+        }
+        (shared.pointee.buffer + Int(count)).initialize(to: record)
         shared.pointee.count = count &+ 1
         pthread_mutex_unlock(mutex)
-        return .queued(wasEmpty: count == 0)
+        return .queued(wasEmpty: wasEmpty)
     }
 
-    /// Loop thread only: takes every queued job, in order, as one batch the caller must
-    /// consume (run in place, move out or deinitialize) before the next `take`. With
-    /// `closeIfEmpty`, an empty mailbox is closed. Running a batch in place saves copying it.
-    func take(closeIfEmpty close: Bool = false) -> UnsafeMutableBufferPointer<Job> {
+    /// Loop thread only: takes every queued record, in order, as one batch the caller must
+    /// consume with `run(_:)` before the next `take`. With `closeIfEmpty`, an empty mailbox
+    /// is closed. Running a batch in place saves copying it.
+    func take(closeIfEmpty close: Bool = false) -> UnsafeMutableBufferPointer<Record> {
         let (empty, emptyCapacity) = spare.pointee
         pthread_mutex_lock(mutex)
         let n = Int(shared.pointee.count)
-        if n == 0 {
-            if close { shared.pointee.closed = true }
+        if n <= 0 {
+            if close { shared.pointee.count = -1 }
             pthread_mutex_unlock(mutex)
             return UnsafeMutableBufferPointer(start: empty, count: 0)
         }
@@ -87,16 +127,52 @@ struct Mailbox {
         shared.pointee.buffer = empty
         shared.pointee.capacity = emptyCapacity
         shared.pointee.count = 0
+        shared.pointee.lastColor = Mailbox.noColor
         pthread_mutex_unlock(mutex)
         spare.pointee = (full, fullCapacity)
         return UnsafeMutableBufferPointer(start: full, count: n)
     }
 
-    /// With the mutex held.
+    /// Loop thread: runs a batch from `take`, each job as its color. Returns the number of
+    /// jobs (markers excluded).
+    @inline(__always) static func run(_ batch: UnsafeMutableBufferPointer<Record>) -> Int {
+        var jobs = 0
+        var i = 0
+        let base = batch.baseAddress!
+        while i < batch.count {
+            let record = base + i
+            let word0 = record.pointee.word0
+            if word0 == marker {
+                chroma_set_current_color(UInt64(record.pointee.word1))
+            } else {
+                jobs &+= 1
+                if word0 & functionBit != 0 {
+                    Job.callFunction(UnsafeRawPointer(bitPattern: word0 & ~functionBit),
+                                     UnsafeRawPointer(bitPattern: record.pointee.word1))
+                } else {
+                    Job.runClosure(at: UnsafeMutableRawPointer(record))
+                }
+            }
+            i &+= 1
+        }
+        return jobs
+    }
+
+    /// Drops the closures in a batch without running them (only at deinit).
+    static func discard(_ batch: UnsafeMutableBufferPointer<Record>) {
+        for i in 0..<batch.count {
+            let word0 = batch[i].word0
+            if word0 != marker && word0 & functionBit == 0 {
+                Job.discardClosure(at: UnsafeMutableRawPointer(batch.baseAddress! + i))
+            }
+        }
+    }
+
+    /// With the mutex held: at least two free records (a marker and a job) afterwards.
     @usableFromInline func grow() {
         let capacity = shared.pointee.capacity
         precondition(capacity < Int32.max / 2, "mailbox overflow")
-        let bigger = UnsafeMutablePointer<Job>.allocate(capacity: Int(capacity) * 2)
+        let bigger = UnsafeMutablePointer<Record>.allocate(capacity: Int(capacity) * 2)
         bigger.moveInitialize(from: shared.pointee.buffer, count: Int(shared.pointee.count))
         shared.pointee.buffer.deallocate()
         shared.pointee.buffer = bigger
