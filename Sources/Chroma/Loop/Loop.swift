@@ -113,9 +113,9 @@ final class Loop: @unchecked Sendable {
         if let cpu = pinToCPU { _ = chroma_pin_current_thread(Int32(cpu)) }
         chroma_set_current_loop(core.identity)
         do throws(ChromaError) {
-            let base = try EventBase(maxCallbacksPerPoll: 32)
+            let base = try EventBase()
             self.base = base
-            let wakeup = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.drain() }
+            let wakeup = try base.makeEvent(fd: -1, flags: 0, priority: .queue) { [unowned self] _ in self.drain() }
             wakeupEvent = wakeup
             core.wakeupSlot.pointee = .passUnretained(wakeup)
             try wakeup.add()
@@ -162,18 +162,21 @@ final class Loop: @unchecked Sendable {
         local.pointee.draining = true
         var remaining = Loop.budget
         while remaining > 0 {
-            let batch = core.mailbox.take()
-            if batch.isEmpty && local.pointee.runQueue.isEmpty { break }
-            // A mailbox batch runs whole and in place: it is bounded by what producers
-            // posted before the swap, and producers' FIFO order is the batch's order.
-            remaining &-= Mailbox.run(batch)
+            // Mailbox batches run in place, in producers' order; one the budget stopped
+            // part way is finished before the next is taken.
+            if local.pointee.mailboxCursor.isFinished {
+                let batch = core.mailbox.take()
+                if batch.isEmpty && local.pointee.runQueue.isEmpty { break }
+                local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
+            }
+            remaining &-= Mailbox.run(&local.pointee.mailboxCursor, limit: remaining)
             remaining = Loop.runJobs(local, limit: remaining)
         }
         chroma_set_current_color(Color.noneRawValue)
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) {
             finish()
-        } else if !local.pointee.runQueue.isEmpty {
+        } else if !local.pointee.runQueue.isEmpty || !local.pointee.mailboxCursor.isFinished {
             local.pointee.wakeupActive = true
             core.wake()
         }
@@ -196,10 +199,11 @@ final class Loop: @unchecked Sendable {
         let local = core.local
         local.pointee.draining = true
         while true {
+            _ = Mailbox.run(&local.pointee.mailboxCursor, limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             let batch = core.mailbox.take(closeIfEmpty: true)
             if batch.isEmpty { break }  // closed: nothing can be queued here any more
-            _ = Mailbox.run(batch)
+            local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
         }
         chroma_set_current_color(Color.noneRawValue)
         local.pointee.draining = false

@@ -25,6 +25,8 @@ struct LoopCore {
         @usableFromInline var draining = false
         /// True while the wakeup event is already active.
         @usableFromInline var wakeupActive = false
+        /// The mailbox batch being run, when the budget stopped it part way.
+        var mailboxCursor = Mailbox.Cursor()
     }
 
     init(loop: Loop) {

@@ -133,17 +133,32 @@ struct Mailbox {
         return UnsafeMutableBufferPointer(start: full, count: n)
     }
 
-    /// Loop thread: runs a batch from `take`, each job as its color. Returns the number of
-    /// jobs (markers excluded).
-    @inline(__always) static func run(_ batch: UnsafeMutableBufferPointer<Record>) -> Int {
+    /// A batch from `take` being run, possibly across several drains: the per-tick budget
+    /// can stop it part way. Until it is finished the loop takes no new batch (its buffer is
+    /// the one the next `take` would hand back to producers, and a producer's later jobs
+    /// must not overtake its earlier ones).
+    struct Cursor {
+        var batch = UnsafeMutableBufferPointer<Record>(start: nil, count: 0)
+        var next = 0
+        /// The color of the records at `next`, from the last marker passed.
+        var color = Mailbox.noColor
+        var isFinished: Bool { next >= batch.count }
+    }
+
+    /// Loop thread: runs jobs from the cursor's batch, each as its color, until `limit`
+    /// jobs ran or the batch ends. Returns the number of jobs run (markers excluded).
+    @inline(__always) static func run(_ cursor: inout Cursor, limit: Int) -> Int {
         var jobs = 0
-        var i = 0
-        let base = batch.baseAddress!
-        while i < batch.count {
+        var i = cursor.next
+        guard let base = cursor.batch.baseAddress else { return 0 }
+        // A resumed batch continues with the color of its last marker.
+        if cursor.color != noColor { chroma_set_current_color(cursor.color) }
+        while i < cursor.batch.count && jobs < limit {
             let record = base + i
             let word0 = record.pointee.word0
             if word0 == marker {
-                chroma_set_current_color(UInt64(record.pointee.word1))
+                cursor.color = UInt64(record.pointee.word1)
+                chroma_set_current_color(cursor.color)
             } else {
                 jobs &+= 1
                 if word0 & functionBit != 0 {
@@ -155,6 +170,7 @@ struct Mailbox {
             }
             i &+= 1
         }
+        cursor.next = i
         return jobs
     }
 
