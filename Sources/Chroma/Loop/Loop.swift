@@ -161,12 +161,20 @@ final class Loop: @unchecked Sendable {
         local.pointee.wakeupActive = false
         local.pointee.draining = true
         var remaining = Loop.budget
+        // The loop may sleep only after seeing the mailbox AND the run queue empty in one
+        // pass. Leaving because the budget ran out always re-activates: a producer's wakeup
+        // may have merged into an activation this drain already consumed, and its jobs
+        // wait in the mailbox (its count is not zero, so no later push wakes the loop).
+        var idle = false
         while remaining > 0 {
             // Mailbox batches run in place, in producers' order; one the budget stopped
             // part way is finished before the next is taken.
             if local.pointee.mailboxCursor.isFinished {
                 let batch = core.mailbox.take()
-                if batch.isEmpty && local.pointee.runQueue.isEmpty { break }
+                if batch.isEmpty && local.pointee.runQueue.isEmpty {
+                    idle = true
+                    break
+                }
                 local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
             }
             remaining &-= Mailbox.run(&local.pointee.mailboxCursor, limit: remaining)
@@ -176,7 +184,7 @@ final class Loop: @unchecked Sendable {
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) {
             finish()
-        } else if !local.pointee.runQueue.isEmpty || !local.pointee.mailboxCursor.isFinished {
+        } else if !idle {
             local.pointee.wakeupActive = true
             core.wake()
         }
