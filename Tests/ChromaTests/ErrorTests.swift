@@ -114,8 +114,16 @@ final class ErrorTests: XCTestCase {
         guard case .invalidState(let op, _)? = sawError.snapshot else { return XCTFail("shutdown on a loop must throw") }
         XCTAssertEqual(op, "Runtime.shutdown")
         try runtime.shutdown()
-        assertThrows(.invalidState(operation: "Runtime.start", reason: "the runtime was already started")) {
+        assertThrows(.invalidState(operation: "Runtime.start",
+                                   reason: "the runtime was stopped; a runtime runs once, create a new one")) {
             try runtime.start()
+        }
+        // stop() before start() also ends the runtime for good.
+        let unstarted = try Runtime(loops: 1)
+        unstarted.stop()
+        assertThrows(.invalidState(operation: "Runtime.start",
+                                   reason: "the runtime was stopped; a runtime runs once, create a new one")) {
+            try unstarted.start()
         }
     }
 }

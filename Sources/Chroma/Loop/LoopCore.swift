@@ -13,7 +13,6 @@ struct LoopCore {
     /// The run queue and its flags: the loop's thread only.
     @usableFromInline let local: UnsafeMutablePointer<LocalQueue>
     @usableFromInline let mailbox = Mailbox()
-    let loop: Unmanaged<Loop>
     @usableFromInline let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
 
     @usableFromInline
@@ -30,7 +29,7 @@ struct LoopCore {
     }
 
     init(loop: Loop) {
-        self.loop = .passUnretained(loop)
+        precondition(MemoryLayout<LocalQueue>.stride <= 128, "a loop's local queue must fit its 128-byte block")
         local = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128).bindMemory(to: LocalQueue.self, capacity: 1)
         local.initialize(to: LocalQueue(loop: .passUnretained(loop)))
         wakeupSlot = .allocate(capacity: 1)

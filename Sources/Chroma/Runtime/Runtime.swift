@@ -79,9 +79,14 @@ public final class Runtime: @unchecked Sendable {
     /// Starts every loop's thread; returns once all of them can take work. Throws
     /// `invalidState` if the runtime was already started.
     public func start() throws(ChromaError) {
-        guard state.compareExchange(expected: Lifecycle.idle.rawValue, desired: Lifecycle.starting.rawValue,
-                                    ordering: .acquiringAndReleasing).exchanged
-        else { throw .invalidState(operation: "Runtime.start", reason: "the runtime was already started") }
+        let (started, found) = state.compareExchange(expected: Lifecycle.idle.rawValue, desired: Lifecycle.starting.rawValue,
+                                                     ordering: .acquiringAndReleasing)
+        guard started else {
+            let reason = found >= Lifecycle.stopping.rawValue
+                ? "the runtime was stopped; a runtime runs once, create a new one"
+                : "the runtime was already started"
+            throw .invalidState(operation: "Runtime.start", reason: reason)
+        }
         for (i, loop) in loops.enumerated() {
             do throws(ChromaError) {
                 try loop.start()
