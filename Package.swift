@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // libevent 2.1 with pthreads support; `make setup` installs libevent-dev when missing.
@@ -27,6 +28,8 @@ let package = Package(
             dependencies: [
                 "CLibevent", "CChroma",
                 .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // Counts malloc calls per thread so chroma-bench can report allocations per callback.
@@ -40,6 +43,9 @@ let package = Package(
             path: "Benchmarks/ChromaBench"
         ),
         .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
-        .testTarget(name: "ChromaTests", dependencies: ["Chroma", "CLibevent"]),
+        .testTarget(
+            name: "ChromaTests",
+            dependencies: ["Chroma", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
+        ),
     ]
 )

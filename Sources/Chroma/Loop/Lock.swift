@@ -6,7 +6,7 @@ import Glibc
 /// see, and a correct mailbox guarded by it drew false race reports under `--sanitize=thread`.
 final class Lock: @unchecked Sendable {
     // Safe to share: the pthread mutex is the synchronization; the pointer never changes.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     init() {
         mutex = .allocate(capacity: 1)
@@ -29,6 +29,31 @@ final class Lock: @unchecked Sendable {
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
+}
+
+/// A condition variable used with one `Lock` (`pthread_cond_t`, which ThreadSanitizer sees).
+/// `signal()` wakes one waiter: the blocking pool gives each worker its own condition so a
+/// new job wakes exactly the worker chosen for it.
+final class Condition: @unchecked Sendable {
+    // Safe to share: a pthread condition variable; the pointer never changes.
+    private let cond: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        cond = .allocate(capacity: 1)
+        cond.initialize(to: pthread_cond_t())
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        cond.deallocate()
+    }
+
+    /// Waits for a signal; `lock` must be held, and is held again on return. Wakeups may be
+    /// spurious: wait in a loop on the guarded state.
+    func wait(_ lock: Lock) { pthread_cond_wait(cond, lock.mutex) }
+    func signal() { pthread_cond_signal(cond) }
+    func broadcast() { pthread_cond_broadcast(cond) }
 }
 
 /// A one-shot latch that blocks threads until `open()`; a pthread condition variable, so

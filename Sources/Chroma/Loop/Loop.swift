@@ -209,6 +209,9 @@ final class Loop: @unchecked Sendable {
         while true {
             _ = Mailbox.run(&local.pointee.mailboxCursor, limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
+            // Blocking-pool completions still on their way (from jobs running when the pool
+            // closed) must land before the mailbox closes.
+            runtime.pool.waitUntilPosted()
             let batch = core.mailbox.take(closeIfEmpty: true)
             if batch.isEmpty { break }  // closed: nothing can be queued here any more
             local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)

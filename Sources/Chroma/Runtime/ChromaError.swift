@@ -16,6 +16,10 @@ public enum ChromaError: Error, Equatable, Sendable, CustomStringConvertible {
     case alreadyWatched(operation: String, fd: Int32, detail: String)
     /// The argument is out of range: a signal number, an interval, a loop count.
     case invalidArgument(operation: String, detail: String)
+    /// The blocking pool's queue was full (`capacity` jobs); the work did not run.
+    case overloaded(operation: String, capacity: Int)
+    /// The work was cancelled while queued (by its `BlockingJob`, or by shutdown).
+    case cancelled(operation: String)
     /// libevent or the OS failed a call Chroma needed (`call` names it).
     case system(operation: String, call: String, errno: Int32)
 
@@ -34,6 +38,10 @@ public enum ChromaError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(op) fd \(fd): \(detail)"
         case .invalidArgument(let op, let detail):
             return "\(op): \(detail)"
+        case .overloaded(let op, let capacity):
+            return "\(op): the blocking pool's queue is full (\(capacity) jobs)"
+        case .cancelled(let op):
+            return "\(op): cancelled before it ran"
         case .system(let op, let call, let err):
             return "\(op): \(call) failed (\(String(cString: strerror(err))))"
         }

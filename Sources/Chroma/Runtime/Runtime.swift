@@ -35,6 +35,8 @@ public final class Runtime: @unchecked Sendable {
     private let stopped = Latch()
     private let reportLock = Lock()
     private let joinLock = Lock()  // held while joining; never taken by loop threads
+    /// The worker-thread pool behind `blocking(on:lane:_:completion:)` and `files`.
+    public let pool: BlockingPool
     private var report = ShutdownReport()
     private var joined = false
 
@@ -44,11 +46,15 @@ public final class Runtime: @unchecked Sendable {
     public static var onlineCPUCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     /// Creates a runtime with `loops` event loops (default: one per online CPU). With
-    /// `pinToCPUs`, loop `i` is pinned to CPU `i % onlineCPUCount`. No thread starts yet.
-    public init(loops: Int = Runtime.onlineCPUCount, pinToCPUs: Bool = false) throws(ChromaError) {
+    /// `pinToCPUs`, loop `i` is pinned to CPU `i % onlineCPUCount`. `pool` sizes the
+    /// blocking pool, whose workers start on first use. No thread starts yet.
+    public init(loops: Int = Runtime.onlineCPUCount, pinToCPUs: Bool = false,
+                pool: BlockingPool.Configuration = .init()) throws(ChromaError) {
         guard loops >= 1, loops <= 4096 else {
             throw .invalidArgument(operation: "Runtime.init", detail: "loops must be in 1...4096, got \(loops)")
         }
+        try pool.validate()
+        self.pool = BlockingPool(configuration: pool)
         loopCount = loops
         loopMask = loops & (loops - 1) == 0 ? loops - 1 : -1
         handles = HandleTable(loopCount: loops)
@@ -64,11 +70,13 @@ public final class Runtime: @unchecked Sendable {
             (cores + i).initialize(to: LoopCore(loop: loop))
             loop.attach(core: cores[i])
         }
+        self.pool.attach(self)
     }
 
     deinit {
         // Threads hold the runtime while they run, so every started loop was joined by now.
         for loop in loops { loop.join(); loop.releaseBase() }
+        pool.joinWorkers()
         for i in 0..<loopCount { cores[i].destroy() }
         cores.deinitialize(count: loopCount)
         cores.deallocate()
@@ -127,6 +135,8 @@ public final class Runtime: @unchecked Sendable {
             case .running:
                 if state.compareExchange(expected: current, desired: Lifecycle.stopping.rawValue,
                                          ordering: .acquiringAndReleasing).exchanged {
+                    // The pool first: its queued jobs' completions must reach open loops.
+                    pool.close()
                     for loop in loops { loop.requestStop() }
                     stopped.open()
                     return
@@ -147,10 +157,16 @@ public final class Runtime: @unchecked Sendable {
         joinLock.withLock {
             if !joined {
                 for loop in loops { loop.join() }
+                pool.joinWorkers()
                 joined = true
             }
         }
-        return reportLock.withLock { report }
+        let cancelledJobs = pool.cancelledByShutdown
+        return reportLock.withLock {
+            var final = report
+            final.cancelledBlockingJobs = cancelledJobs
+            return final
+        }
     }
 
     private func refuseOnLoopThread(_ operation: String) throws(ChromaError) {
@@ -316,6 +332,9 @@ public struct ShutdownReport: Sendable, Equatable {
     public var cancelledTimers = 0
     /// Watches (fd and signal) still registered at shutdown (their `isCancelled` is now true).
     public var cancelledWatches = 0
+    /// Blocking-pool jobs still queued at shutdown: each one's completion reported
+    /// `cancelled` (jobs already running finished normally).
+    public var cancelledBlockingJobs = 0
     /// An empty report.
     public init() {}
 }

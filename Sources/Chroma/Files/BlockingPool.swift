@@ -1,0 +1,348 @@
+import CChroma
+import DequeModule
+import Glibc
+
+/// Worker threads that run blocking calls (disk I/O, or any call that blocks) and post each
+/// result back to the submitting color's loop: libasync's aiod and libuv's thread pool.
+///
+/// - **Bounded.** At most `queueCapacity` jobs wait. A job submitted to a full queue is not
+///   queued: its completion reports `overloaded` at once (on its color, through the loop,
+///   never inline and never by blocking the submitter). No job is ever dropped.
+/// - **Wake-one.** Each worker sleeps on its own condition variable. A new job wakes one
+///   idle worker, chosen by the submitter, and only if one is idle: a busy pool takes new
+///   jobs without any wakeup, and no herd of workers races for one job.
+/// - **Batched completions.** Workers post completions into the loop's mailbox, where only
+///   the post that finds it empty wakes the loop: a burst of completions costs the loop one
+///   wakeup and runs in one drain.
+/// - **Two lanes.** Short calls (stat, open, 4 KiB reads) and long ones (fsync, big reads,
+///   atomic writes) wait in separate FIFO queues. Workers take the oldest job of either
+///   lane, except that at most `longLaneWorkers` run long jobs at once: the other workers
+///   always serve the short lane, so a burst of fsyncs cannot starve a stat. (libuv learned
+///   this the hard way: slow DNS lookups and fs calls once filled its whole pool; it now
+///   caps its "slow I/O" class at half the threads.) A whole-file read starts short and,
+///   past 1 MiB, continues in the long lane.
+/// - **Cancellation.** A job still queued can be cancelled (`BlockingJob.cancel()`); its
+///   completion reports `cancelled`. A running job always finishes.
+/// - **Shutdown.** `Runtime.stop()` closes the pool: later submissions throw `.shutDown`,
+///   queued jobs complete with `cancelled`, running ones finish, and every completion runs
+///   before the loops exit. Every accepted job gets exactly one completion.
+///
+/// Workers start lazily, one per job that finds no idle worker, up to `workers`.
+///
+/// Threading: every method may be called from any thread.
+public final class BlockingPool: @unchecked Sendable {
+    // Safe to share: every mutable field is read and written with `lock` held, except
+    // `configuration` (immutable) and `runtime` (set once at init, and alive while any
+    // worker runs: each worker thread holds a strong reference).
+
+    /// The pool's size and limits.
+    public struct Configuration: Sendable, Equatable {
+        /// Worker threads, at most. Default: max(2, online CPUs).
+        public var workers: Int
+        /// Jobs that may wait in the queue (both lanes together). Default 4,096.
+        public var queueCapacity: Int
+        /// Workers that may run long-lane jobs at once. Default: max(1, workers / 2).
+        public var longLaneWorkers: Int
+
+        /// The defaults, with any of them overridden.
+        public init(workers: Int = max(2, Runtime.onlineCPUCount), queueCapacity: Int = 4096, longLaneWorkers: Int? = nil) {
+            self.workers = workers
+            self.queueCapacity = queueCapacity
+            self.longLaneWorkers = longLaneWorkers ?? max(1, workers / 2)
+        }
+
+        func validate() throws(ChromaError) {
+            guard workers >= 1, workers <= 4096 else {
+                throw .invalidArgument(operation: "BlockingPool", detail: "workers must be in 1...4096, got \(workers)")
+            }
+            guard queueCapacity >= 1 else {
+                throw .invalidArgument(operation: "BlockingPool", detail: "queueCapacity must be at least 1, got \(queueCapacity)")
+            }
+            guard longLaneWorkers >= 1, longLaneWorkers <= workers else {
+                throw .invalidArgument(operation: "BlockingPool",
+                                       detail: "longLaneWorkers must be in 1...workers (\(workers)), got \(longLaneWorkers)")
+            }
+        }
+    }
+
+    /// The size and limits this pool was made with.
+    public let configuration: Configuration
+    /// Set once by the runtime at the end of its init, before any submission.
+    unowned(unsafe) private(set) var runtime: Runtime!
+
+    private let lock = Lock()
+    private var short = Deque<PoolJob>()
+    private var long = Deque<PoolJob>()
+    /// Jobs queued and not cancelled (cancelled ones stay in the deques until a worker
+    /// passes them, but no longer count).
+    private var queued = 0
+    private var nextSequence: UInt64 = 0
+    private var longRunning = 0
+    /// Jobs accepted (or refused as overloaded) whose completion is not yet in a mailbox.
+    private var unposted = 0
+    private var closed = false
+    private var workers: [Worker] = []
+    private var idle: [Worker] = []
+    private let quiet = Condition()
+    private var cancelledAtShutdown = 0
+    /// Returns from a worker's condition wait: with wake-one signalling, one per job
+    /// that found an idle worker (tests check there is no herd).
+    private var wakeups = 0
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    func attach(_ runtime: Runtime) {
+        self.runtime = runtime
+    }
+
+    private final class Worker: @unchecked Sendable {
+        // Safe to share: `woken` is guarded by the pool's lock; `thread` is written by the
+        // spawner under the lock and read by `join` after the pool closed.
+        let index: Int
+        let wake = Condition()
+        var woken = false
+        var thread: pthread_t?
+        init(index: Int) { self.index = index }
+    }
+
+    // MARK: Submitting
+
+    /// Queues `job`, or completes it with `overloaded` when the queue is full. Throws
+    /// `.shutDown` once the runtime is stopping: then the job was not accepted and will
+    /// never complete.
+    func submit(_ job: PoolJob, operation: StaticString) throws(ChromaError) {
+        lock.lock()
+        if closed {
+            lock.unlock()
+            throw .shutDown(operation: String(describing: operation))
+        }
+        unposted += 1
+        if queued >= configuration.queueCapacity {
+            lock.unlock()
+            job.state = .finished
+            job.refuse(.overloaded)
+            post(job)
+            return
+        }
+        job.sequence = nextSequence
+        nextSequence &+= 1
+        queued += 1
+        if job.lane == .short { short.append(job) } else { long.append(job) }
+        // Wake a worker only if one could take this job now: a long job beyond the cap waits
+        // for a running long job's worker, which takes it when it finishes.
+        if job.lane == .short || longRunning < configuration.longLaneWorkers {
+            if let worker = idle.popLast() {
+                worker.woken = true
+                worker.wake.signal()
+            } else if workers.count < configuration.workers {
+                spawnWorker()
+            }
+        }
+        lock.unlock()
+    }
+
+    /// Cancels `job` if it is still queued. Any thread.
+    func cancel(_ job: PoolJob) -> Bool {
+        lock.lock()
+        guard job.state == .queued else {
+            lock.unlock()
+            return false
+        }
+        job.state = .cancelled
+        queued -= 1
+        lock.unlock()
+        job.refuse(.cancelled)
+        post(job)
+        return true
+    }
+
+    /// Hands a finished job to its color's loop and counts it posted.
+    private func post(_ job: PoolJob) {
+        let context = Unmanaged.passRetained(job).toOpaque()
+        let queuedOnLoop = runtime.cores[runtime.loopIndex(of: job.color)].enqueue(
+            Job(color: job.color.rawValue, function: { raw in
+                Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
+            }, context: context))
+        // The loops wait for `unposted` to reach zero before they close their mailboxes.
+        precondition(queuedOnLoop, "a pool completion was refused: the loops closed before the pool drained")
+        lock.lock()
+        unposted -= 1
+        if unposted == 0 && closed { quiet.broadcast() }
+        lock.unlock()
+    }
+
+    // MARK: Workers
+
+    /// With the lock held: starts one more worker thread.
+    private func spawnWorker() {
+        let worker = Worker(index: workers.count)
+        let box = Unmanaged.passRetained(WorkerStart(pool: self, worker: worker, runtime: runtime)).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { raw in
+            let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
+            start.pool.workerMain(start.worker)
+            _ = start.runtime  // the thread keeps the runtime alive until it exits
+            return nil
+        }, box)
+        if rc != 0 {
+            // The pool keeps working with the workers it has (there is at least one unless
+            // this was the first, in which case jobs wait for the next submission to retry).
+            Unmanaged<WorkerStart>.fromOpaque(box).release()
+            return
+        }
+        worker.thread = tid
+        workers.append(worker)
+    }
+
+    private final class WorkerStart: @unchecked Sendable {
+        // Safe to send: immutable.
+        let pool: BlockingPool
+        let worker: Worker
+        let runtime: Runtime
+        init(pool: BlockingPool, worker: Worker, runtime: Runtime) {
+            self.pool = pool
+            self.worker = worker
+            self.runtime = runtime
+        }
+    }
+
+    private func workerMain(_ worker: Worker) {
+        _ = chroma_name_current_thread("chroma-pool-\(worker.index)")
+        lock.lock()
+        while true {
+            if let job = takeNext() {
+                lock.unlock()
+                let finished = job.run()
+                lock.lock()
+                if job.lane == .long { longRunning -= 1 }
+                if finished {
+                    job.state = .finished
+                    lock.unlock()
+                    post(job)
+                    lock.lock()
+                } else if closed {
+                    job.state = .cancelled
+                    lock.unlock()
+                    job.refuse(.cancelled)
+                    post(job)
+                    lock.lock()
+                } else {
+                    // Continues in the long lane, as an already-accepted job: not bound by
+                    // the capacity, and keeping its place in time by a fresh sequence.
+                    job.lane = .long
+                    job.state = .queued
+                    job.sequence = nextSequence
+                    nextSequence &+= 1
+                    queued += 1
+                    long.append(job)
+                }
+                continue
+            }
+            if closed && queued == 0 { break }
+            worker.woken = false
+            idle.append(worker)
+            while !worker.woken {
+                worker.wake.wait(lock)
+                wakeups += 1
+            }
+        }
+        lock.unlock()
+    }
+
+    /// With the lock held: the next job to run, marked running, or nil. The oldest job of
+    /// either lane, unless it is long and the long lane is at its cap.
+    private func takeNext() -> PoolJob? {
+        while let first = short.first, first.state != .queued { short.removeFirst() }
+        while let first = long.first, first.state != .queued { long.removeFirst() }
+        let longAllowed = longRunning < configuration.longLaneWorkers
+        let job: PoolJob
+        if let l = long.first, longAllowed, short.first.map({ l.sequence < $0.sequence }) ?? true {
+            job = long.removeFirst()
+            longRunning += 1
+        } else if !short.isEmpty {
+            job = short.removeFirst()
+        } else {
+            return nil
+        }
+        job.state = .running
+        queued -= 1
+        return job
+    }
+
+    // MARK: Shutdown
+
+    /// Refuses new jobs, cancels queued ones and lets idle workers exit. Returns at once;
+    /// running jobs finish and post their completions. Called by `Runtime.stop()` before
+    /// the loops are told to stop, so every completion finds its loop open.
+    func close() {
+        lock.lock()
+        if closed {
+            lock.unlock()
+            return
+        }
+        closed = true
+        var cancelled: [PoolJob] = []
+        for job in short where job.state == .queued { cancelled.append(job) }
+        for job in long where job.state == .queued { cancelled.append(job) }
+        cancelled.sort { $0.sequence < $1.sequence }
+        for job in cancelled { job.state = .cancelled }
+        queued = 0
+        short.removeAll()
+        long.removeAll()
+        cancelledAtShutdown = cancelled.count
+        for worker in idle {
+            worker.woken = true
+            worker.wake.signal()
+        }
+        idle.removeAll()
+        if unposted == 0 { quiet.broadcast() }
+        lock.unlock()
+        for job in cancelled {
+            job.refuse(.cancelled)
+            post(job)
+        }
+    }
+
+    /// Blocks until every accepted job's completion is in a loop's mailbox. Called by each
+    /// loop as it finishes, after `close()`: then nothing can be added any more.
+    func waitUntilPosted() {
+        lock.lock()
+        while unposted > 0 { quiet.wait(lock) }
+        lock.unlock()
+    }
+
+    /// Waits for every worker thread to exit; after `close()`. On a worker thread (the
+    /// runtime's last reference can drop there, when the worker exits) that worker is
+    /// detached instead.
+    func joinWorkers() {
+        lock.lock()
+        let all = workers
+        workers.removeAll()
+        lock.unlock()
+        for worker in all {
+            guard let thread = worker.thread else { continue }
+            if pthread_equal(thread, pthread_self()) != 0 {
+                pthread_detach(thread)
+            } else {
+                pthread_join(thread, nil)
+            }
+        }
+    }
+
+    /// Jobs cancelled because they were still queued when the pool closed.
+    var cancelledByShutdown: Int { lock.withLock { cancelledAtShutdown } }
+
+    /// How many times a sleeping worker woke up (see `wakeups`).
+    var workerWakeups: Int { lock.withLock { wakeups } }
+
+    /// Idle workers now.
+    var idleWorkers: Int { lock.withLock { idle.count } }
+
+    /// Jobs waiting in the queue now (both lanes).
+    public var queuedCount: Int { lock.withLock { queued } }
+
+    /// Worker threads started so far.
+    public var workerCount: Int { lock.withLock { workers.count } }
+}

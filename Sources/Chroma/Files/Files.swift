@@ -1,0 +1,326 @@
+import Glibc
+import SystemPackage
+
+/// Blocking file-system calls as completion events: each call runs on the runtime's
+/// `BlockingPool` and its completion runs on a color, by default the caller's (the color of
+/// the callback making the call, or `.main` outside callbacks). Get one from
+/// `runtime.files`.
+///
+/// ```swift
+/// try runtime.files.read("/etc/hostname") { result in
+///     switch result {
+///     case .success(let bytes): print(String(decoding: bytes, as: UTF8.self))
+///     case .failure(let error): print(error)   // "read /etc/hostname: … (errno 2)"
+///     }
+/// }
+/// ```
+///
+/// Rules, for every method:
+/// - It returns at once, never blocking the caller's loop. It throws `ChromaError` only when
+///   the call cannot be queued at all: the runtime is not running, or is stopping.
+/// - Otherwise the completion runs exactly once, on `color`, with the result or a
+///   `FileError` naming the operation, the path or descriptor, and the errno. A full pool
+///   queue gives `.overloaded`, a cancelled job `.cancelled`.
+/// - One-shot operations (`read(_:)` and `write(_:to:)` of a whole file) are one pool job:
+///   open, read or write, and close run together on one worker.
+/// - Bytes read go straight from the kernel into the array the completion receives; bytes
+///   written are read from the caller's array in place.
+/// - The returned `BlockingJob` cancels the call while it still waits in the queue.
+///
+/// Descriptors are plain `FileDescriptor`s: close each one you open (with `close`, or
+/// `FileDescriptor.close()` where blocking is harmless).
+public struct Files: Sendable {
+    let runtime: Runtime
+
+    /// A completion for a file operation: runs on the color the operation was given.
+    public typealias Completion<T> = @Sendable (Result<T, FileError>) -> Void
+
+    // MARK: Descriptors
+
+    /// Opens `path` (`open(2)` with `O_CLOEXEC`). `permissions` applies when `.create` makes
+    /// the file (default 0644).
+    @discardableResult
+    public func open(_ path: FilePath, _ mode: FileDescriptor.AccessMode, options: FileDescriptor.OpenOptions = [],
+                     permissions: FilePermissions? = nil, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<FileDescriptor>) throws(ChromaError) -> BlockingJob {
+        let flags = mode.rawValue | options.rawValue
+        return try submit("open", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.open(path, flags, permissions, operation: "open")
+        }
+    }
+
+    /// Closes `fd`. The descriptor is released even when this reports an error (Linux
+    /// semantics), so never close it twice.
+    @discardableResult
+    public func close(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
+                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("close", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.close(fd)
+        }
+    }
+
+    /// Reads up to `count` bytes of `fd` at `offset` (`pread(2)`, repeated until `count`
+    /// bytes or end of file). The array holds fewer than `count` bytes only at end of file.
+    /// Reads above 1 MiB go to the long lane.
+    @discardableResult
+    public func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        if offset < 0 || count < 0 {
+            return try submitInvalid("read", color, descriptor: fd, "offset and count must not be negative (offset \(offset), count \(count))", completion: completion)
+        }
+        let lane: BlockingLane = count > FileCalls.shortLaneBytes ? .long : .short
+        return try submit("read", lane, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.pread(fd, offset: offset, count: count)
+        }
+    }
+
+    /// Writes all of `bytes` to `fd` at `offset` (`pwrite(2)`, repeated until done).
+    /// Writes above 1 MiB go to the long lane.
+    @discardableResult
+    public func write(_ bytes: [UInt8], to fd: FileDescriptor, at offset: Int64, on color: Color = Color.current ?? .main,
+                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        if offset < 0 {
+            return try submitInvalid("write", color, descriptor: fd, "offset must not be negative (\(offset))", completion: completion)
+        }
+        let lane: BlockingLane = bytes.count > FileCalls.shortLaneBytes ? .long : .short
+        return try submit("write", lane, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.pwrite(bytes, fd, offset: offset)
+        }
+    }
+
+    /// Flushes `fd`'s data and metadata to the device (`fsync(2)`). Long lane.
+    @discardableResult
+    public func fsync(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
+                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("fsync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.fsync(fd, dataOnly: false, operation: "fsync")
+        }
+    }
+
+    /// Flushes `fd`'s data, and only the metadata needed to read it back (`fdatasync(2)`).
+    /// Long lane.
+    @discardableResult
+    public func fdatasync(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
+                          completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("fdatasync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.fsync(fd, dataOnly: true, operation: "fdatasync")
+        }
+    }
+
+    /// `fd`'s metadata (`fstat(2)`).
+    @discardableResult
+    public func stat(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit("stat", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            FileInfo(try FileCalls.rawStat(fd, operation: "stat"))
+        }
+    }
+
+    /// Sets `fd`'s size (`ftruncate(2)`): cuts or extends with zeros.
+    @discardableResult
+    public func truncate(_ fd: FileDescriptor, to size: Int64, on color: Color = Color.current ?? .main,
+                         completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        if size < 0 {
+            return try submitInvalid("truncate", color, descriptor: fd, "size must not be negative (\(size))", completion: completion)
+        }
+        return try submit("truncate", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+            try FileCalls.truncate(fd, to: size)
+        }
+    }
+
+    // MARK: Whole files
+
+    /// Reads the whole file at `path`: open, read to the end, close, as one pool job. It
+    /// starts in the short lane; a file above 1 MiB continues in the long lane after its
+    /// `fstat`, so a big read never holds a short-lane worker.
+    @discardableResult
+    public func read(_ path: FilePath, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        let state = WholeFileRead(path: path)
+        let job = PoolJob(color: color, lane: .short) { verdict in
+            let result: Result<[UInt8], FileError>
+            switch verdict {
+            case .run:
+                do throws(FileError) {
+                    guard let bytes = try state.step() else { return nil }
+                    result = .success(bytes)
+                } catch {
+                    result = .failure(error)
+                }
+            case .overloaded, .cancelled:
+                state.abandon()
+                result = .failure(.refused(verdict, operation: "read", path: path, descriptor: nil))
+            }
+            return { completion(result) }
+        }
+        try runtime.pool.submit(job, operation: "read")
+        return BlockingJob(job: job, pool: runtime.pool)
+    }
+
+    /// Writes `bytes` as the whole content of `path`, creating it with `permissions` if
+    /// needed (default 0644), as one pool job.
+    ///
+    /// With `atomic`, readers see the old content or the new, never a mix, even across a
+    /// crash: the bytes go to a temporary file beside `path`, which is fsynced, renamed over
+    /// `path`, and the directory fsynced. If any step fails, the temporary file is removed
+    /// and `path` is untouched. Atomic writes, and writes above 1 MiB, use the long lane.
+    @discardableResult
+    public func write(_ bytes: [UInt8], to path: FilePath, atomic: Bool = false, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead],
+                      on color: Color = Color.current ?? .main, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        let lane: BlockingLane = atomic || bytes.count > FileCalls.shortLaneBytes ? .long : .short
+        return try submit("write", lane, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.writeFile(bytes, to: path, atomic: atomic, permissions: permissions)
+        }
+    }
+
+    // MARK: Paths
+
+    /// `path`'s metadata, following symbolic links (`stat(2)`).
+    @discardableResult
+    public func stat(_ path: FilePath, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit("stat", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.info(path, followLinks: true, operation: "stat")
+        }
+    }
+
+    /// `path`'s own metadata: a symbolic link is described, not followed (`lstat(2)`).
+    @discardableResult
+    public func lstat(_ path: FilePath, on color: Color = Color.current ?? .main,
+                      completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit("lstat", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.info(path, followLinks: false, operation: "lstat")
+        }
+    }
+
+    /// The entries of the directory at `path`, without "." and "..", in the order the file
+    /// system returns them.
+    @discardableResult
+    public func list(_ path: FilePath, on color: Color = Color.current ?? .main,
+                     completion: @escaping Completion<[DirectoryEntry]>) throws(ChromaError) -> BlockingJob {
+        try submit("list", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.list(path)
+        }
+    }
+
+    /// Creates a directory (`mkdir(2)`); with `withIntermediates`, also its missing parents,
+    /// and an existing directory is not an error.
+    @discardableResult
+    public func makeDirectory(_ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute],
+                              withIntermediates: Bool = false, on color: Color = Color.current ?? .main,
+                              completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("makeDirectory", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.makeDirectory(path, permissions: permissions, withIntermediates: withIntermediates)
+        }
+    }
+
+    /// Removes a file, or an empty directory (`unlink(2)`, then `rmdir(2)` for a directory).
+    @discardableResult
+    public func remove(_ path: FilePath, on color: Color = Color.current ?? .main,
+                       completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("remove", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.remove(path)
+        }
+    }
+
+    /// Renames `from` to `to`, atomically replacing `to` if it exists (`rename(2)`). The
+    /// error names `from`.
+    @discardableResult
+    public func rename(_ from: FilePath, to: FilePath, on color: Color = Color.current ?? .main,
+                       completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit("rename", .short, color, path: from, completion: completion) { () throws(FileError) in
+            try FileCalls.rename(from, to: to)
+        }
+    }
+
+    /// Sets the size of the file at `path` (`truncate(2)`): cuts or extends with zeros.
+    @discardableResult
+    public func truncate(_ path: FilePath, to size: Int64, on color: Color = Color.current ?? .main,
+                         completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        if size < 0 {
+            return try submitInvalid("truncate", color, path: path, "size must not be negative (\(size))", completion: completion)
+        }
+        return try submit("truncate", .short, color, path: path, completion: completion) { () throws(FileError) in
+            try FileCalls.truncate(path, to: size)
+        }
+    }
+
+    // MARK: Submitting
+
+    /// Queues `call` on the pool; its result, or the pool's refusal, goes to `completion`
+    /// on `color`.
+    private func submit<T: Sendable>(_ operation: StaticString, _ lane: BlockingLane, _ color: Color,
+                                     path: FilePath? = nil, descriptor: FileDescriptor? = nil,
+                                     completion: @escaping Completion<T>,
+                                     _ call: @escaping @Sendable () throws(FileError) -> T) throws(ChromaError) -> BlockingJob {
+        let job = PoolJob(color: color, lane: lane) { verdict in
+            let result: Result<T, FileError>
+            switch verdict {
+            case .run: result = Result { () throws(FileError) in try call() }
+            case .overloaded, .cancelled:
+                result = .failure(.refused(verdict, operation: String(describing: operation), path: path, descriptor: descriptor))
+            }
+            return { completion(result) }
+        }
+        try runtime.pool.submit(job, operation: operation)
+        return BlockingJob(job: job, pool: runtime.pool)
+    }
+
+    /// Completes at once (through the pool's queue, so still on `color` and never inline)
+    /// with an `.invalidArgument` error.
+    private func submitInvalid<T: Sendable>(_ operation: StaticString, _ color: Color, path: FilePath? = nil,
+                                            descriptor: FileDescriptor? = nil, _ detail: String,
+                                            completion: @escaping Completion<T>) throws(ChromaError) -> BlockingJob {
+        try submit(operation, .short, color, path: path, descriptor: descriptor, completion: completion) { () throws(FileError) -> T in
+            throw FileError(operation: String(describing: operation), path: path, descriptor: descriptor, code: .invalidArgument(detail))
+        }
+    }
+}
+
+/// The state of one whole-file read between its two possible steps (short lane: open and
+/// fstat, and the read itself if the file is small; long lane: the rest).
+private final class WholeFileRead: @unchecked Sendable {
+    // Safe to share: the pool runs a job's steps one at a time, and hands it from worker to
+    // worker under its lock, which orders the steps' accesses.
+    let path: FilePath
+    var fd: FileDescriptor?
+    var size = 0
+
+    init(path: FilePath) { self.path = path }
+
+    /// Returns the bytes, or nil to continue in the long lane.
+    func step() throws(FileError) -> [UInt8]? {
+        if fd == nil {
+            let opened = try FileCalls.open(path, O_RDONLY, nil, operation: "read")
+            let st: Glibc.stat
+            do throws(FileError) {
+                st = try FileCalls.rawStat(opened, operation: "read", path: path)
+            } catch {
+                _ = Glibc.close(opened.rawValue)
+                throw error
+            }
+            fd = opened
+            size = Int(st.st_size)
+            if (st.st_mode & S_IFMT) == S_IFREG && size > FileCalls.shortLaneBytes { return nil }
+        }
+        let opened = fd!
+        fd = nil
+        let bytes: [UInt8]
+        do throws(FileError) {
+            bytes = try FileCalls.readToEnd(opened, sizeHint: size, path: path)
+        } catch {
+            _ = Glibc.close(opened.rawValue)
+            throw error
+        }
+        try FileCalls.close(opened, operation: "read.close", path: path)
+        return bytes
+    }
+
+    /// Releases the descriptor of a read stopped between its steps.
+    func abandon() {
+        if let opened = fd {
+            _ = Glibc.close(opened.rawValue)
+            fd = nil
+        }
+    }
+}
