@@ -39,6 +39,7 @@ let package = Package(
             dependencies: [
                 "Chroma", "CAllocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Benchmarks/ChromaBench"
         ),

@@ -3,6 +3,8 @@ struct Row {
     let name: String
     let opsPerSecond: Double
     var allocsPerOp: Double? = nil
+    var p50Microseconds: Double? = nil
+    var p99Microseconds: Double? = nil
 }
 
 /// A scenario's results: rows and side-by-side ratios, printed as a table or as the one
@@ -16,6 +18,8 @@ struct Report {
     func json() -> String {
         let rowText = rows.map { row in
             var fields = ["\"name\": \(row.name.jsonQuoted)", "\"ops_per_s\": \(fixed(row.opsPerSecond, 0))"]
+            if let p50 = row.p50Microseconds { fields.append("\"p50_us\": \(fixed(p50, 1))") }
+            if let p99 = row.p99Microseconds { fields.append("\"p99_us\": \(fixed(p99, 1))") }
             if let allocs = row.allocsPerOp { fields.append("\"allocs_per_op\": \(fixed(allocs, 3))") }
             return "{" + fields.joined(separator: ", ") + "}"
         }.joined(separator: ", ")

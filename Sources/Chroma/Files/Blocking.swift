@@ -30,16 +30,8 @@ extension Runtime {
                                       _ work: @escaping @Sendable () throws -> T,
                                       completion: @escaping @Sendable (Result<T, any Error>) -> Void) throws(ChromaError) -> BlockingJob {
         try checkRunning("blocking")
-        let capacity = pool.configuration.queueCapacity
-        let job = PoolJob(color: color, lane: lane) { verdict in
-            let result: Result<T, any Error>
-            switch verdict {
-            case .run: result = Result { try work() }
-            case .overloaded: result = .failure(ChromaError.overloaded(operation: "blocking", capacity: capacity))
-            case .cancelled: result = .failure(ChromaError.cancelled(operation: "blocking"))
-            }
-            return { completion(result) }
-        }
+        let job = BlockingWork(color: color, lane: lane, capacity: pool.configuration.queueCapacity,
+                               work: work, completion: completion)
         try pool.submit(job, operation: "blocking")
         return BlockingJob(job: job, pool: pool)
     }

@@ -210,27 +210,29 @@ public final class BlockingPool: @unchecked Sendable {
 
     private func workerMain(_ worker: Worker) {
         _ = chroma_name_current_thread("chroma-pool-\(worker.index)")
+        var batch = CompletionBatch()
         lock.lock()
         while true {
             if let job = takeNext() {
+                let lane = job.lane
                 lock.unlock()
+                // Completions wait in the batch only while the worker runs short calls,
+                // and never long: a long call would hold them for its whole length.
+                if lane == .long || batch.isStale { flush(&batch) }
                 let finished = job.run()
+                if finished { batch.append(job) }
+                if batch.isFull { flush(&batch) }
                 lock.lock()
-                if job.lane == .long { longRunning -= 1 }
+                if lane == .long { longRunning -= 1 }
                 if finished {
                     job.state = .finished
-                    lock.unlock()
-                    post(job)
-                    lock.lock()
                 } else if closed {
                     job.state = .cancelled
-                    lock.unlock()
                     job.refuse(.cancelled)
-                    post(job)
-                    lock.lock()
+                    batch.append(job)
                 } else {
                     // Continues in the long lane, as an already-accepted job: not bound by
-                    // the capacity, and keeping its place in time by a fresh sequence.
+                    // the capacity, and queued behind the jobs already waiting.
                     job.lane = .long
                     job.state = .queued
                     job.sequence = nextSequence
@@ -238,6 +240,13 @@ public final class BlockingPool: @unchecked Sendable {
                     queued += 1
                     long.append(job)
                 }
+                continue
+            }
+            if !batch.isEmpty {
+                // Nothing left to run: hand the batch over before sleeping, then look again.
+                lock.unlock()
+                flush(&batch)
+                lock.lock()
                 continue
             }
             if closed && queued == 0 { break }
@@ -248,6 +257,18 @@ public final class BlockingPool: @unchecked Sendable {
                 wakeups += 1
             }
         }
+        lock.unlock()
+    }
+
+    /// Posts a worker's finished jobs, each loop's share under one mailbox lock with at most
+    /// one wakeup, and counts them posted. Without the pool lock.
+    private func flush(_ batch: inout CompletionBatch) {
+        guard !batch.isEmpty else { return }
+        let count = batch.count
+        batch.post(runtime)
+        lock.lock()
+        unposted -= count
+        if unposted == 0 && closed { quiet.broadcast() }
         lock.unlock()
     }
 
@@ -345,4 +366,63 @@ public final class BlockingPool: @unchecked Sendable {
 
     /// Worker threads started so far.
     public var workerCount: Int { lock.withLock { workers.count } }
+}
+
+/// A worker's finished jobs on their way to their loops: posted together, so a burst of
+/// completions costs each loop one lock round trip and at most one wakeup instead of one
+/// per job. A batch is posted when it is full, when it is older than `maxAge`, before a
+/// long call, and before the worker sleeps: a completion waits at most one short call
+/// plus `maxAge`.
+struct CompletionBatch: ~Copyable {
+    static let capacity = 32
+    static let maxAgeNanoseconds: UInt64 = 20_000
+    private let jobs = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
+    private let loops = UnsafeMutablePointer<Int>.allocate(capacity: CompletionBatch.capacity)
+    private let scratch = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
+    private(set) var count = 0
+    private var firstAt: UInt64 = 0
+
+    deinit {
+        precondition(count == 0, "a completion batch was dropped with jobs in it")
+        jobs.deallocate()
+        loops.deallocate()
+        scratch.deallocate()
+    }
+
+    var isEmpty: Bool { count == 0 }
+    var isFull: Bool { count == CompletionBatch.capacity }
+    var isStale: Bool { count > 0 && monotonicNanoseconds() &- firstAt > CompletionBatch.maxAgeNanoseconds }
+
+    /// Adds a finished (or refused) job; the batch holds one reference to it.
+    mutating func append(_ job: PoolJob) {
+        precondition(count < CompletionBatch.capacity, "append to a full completion batch")
+        if count == 0 { firstAt = monotonicNanoseconds() }
+        let context = Unmanaged.passRetained(job).toOpaque()
+        (jobs + count).initialize(to: Job(color: job.color.rawValue, function: { raw in
+            Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
+        }, context: context))
+        loops[count] = -1
+        count += 1
+    }
+
+    /// Posts every job to its color's loop, in order per loop, and empties the batch.
+    mutating func post(_ runtime: Runtime) {
+        for i in 0..<count { loops[i] = runtime.loopIndex(of: Color(unchecked: (jobs + i).pointee.tagged & ~Job.functionTag)) }
+        var done = 0
+        while done < count {
+            // The next loop with jobs left: gather its jobs, in order, and post them at once.
+            guard let target = (0..<count).first(where: { loops[$0] >= 0 }).map({ loops[$0] }) else { break }
+            var n = 0
+            for i in 0..<count where loops[i] == target {
+                (scratch + n).initialize(to: (jobs + i).move())
+                loops[i] = -1
+                n += 1
+            }
+            let queued = runtime.cores[target].enqueue(batch: UnsafeBufferPointer(start: scratch, count: n))
+            // The loops wait for every accepted job to be posted before they close.
+            precondition(queued, "a pool completion was refused: the loops closed before the pool drained")
+            done += n
+        }
+        count = 0
+    }
 }

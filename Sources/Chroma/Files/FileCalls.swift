@@ -31,21 +31,21 @@ enum FileCalls {
         if Glibc.close(fd.rawValue) != 0 && Glibc.errno != EINTR { throw fail(operation, path: path, fd: fd) }
     }
 
-    /// Reads up to `count` bytes at `offset` straight into the array that is returned.
-    /// Fewer bytes only at end of file.
-    static func pread(_ fd: FileDescriptor, offset: Int64, count: Int, operation: String = "read") throws(FileError) -> [UInt8] {
-        var failure: Int32 = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, filled in
-            filled = 0
-            while filled < count {
-                let n = retrying { Glibc.pread(fd.rawValue, buffer.baseAddress! + filled, count - filled, off_t(offset) + off_t(filled)) }
-                if n < 0 { failure = Glibc.errno; return }
-                if n == 0 { return }
-                filled += n
+    /// Reads into `buffer` at `offset` until it is full or the file ends; returns the bytes
+    /// read, or sets `errno` (then the return value is meaningless).
+    @inline(__always)
+    static func preadFully(_ fd: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, offset: Int64, errno error: inout Int32) -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            let n = retrying { Glibc.pread(fd.rawValue, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset) + off_t(filled)) }
+            if n < 0 {
+                error = Glibc.errno
+                return filled
             }
+            if n == 0 { break }
+            filled += n
         }
-        if failure != 0 { throw fail(operation, fd: fd, errno: failure) }
-        return bytes
+        return filled
     }
 
     /// Writes all of `bytes` at `offset`.

@@ -60,10 +60,4 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
         }
         return "\(operation)\(subject): \(reason)"
     }
-
-    /// The error for a pool verdict other than `.run`.
-    static func refused(_ verdict: PoolVerdict, operation: String, path: FilePath?, descriptor: FileDescriptor?) -> FileError {
-        FileError(operation: operation, path: path, descriptor: descriptor,
-                  code: verdict == .overloaded ? .overloaded : .cancelled)
-    }
 }

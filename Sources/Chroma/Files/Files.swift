@@ -69,9 +69,7 @@ public struct Files: Sendable {
             return try submitInvalid("read", color, descriptor: fd, "offset and count must not be negative (offset \(offset), count \(count))", completion: completion)
         }
         let lane: BlockingLane = count > FileCalls.shortLaneBytes ? .long : .short
-        return try submit("read", lane, color, descriptor: fd, completion: completion) { () throws(FileError) in
-            try FileCalls.pread(fd, offset: offset, count: count)
-        }
+        return try submit(PreadJob(fd, offset: offset, count: count, lane: lane, color: color, completion: completion), "read")
     }
 
     /// Writes all of `bytes` to `fd` at `offset` (`pwrite(2)`, repeated until done).
@@ -136,25 +134,7 @@ public struct Files: Sendable {
     @discardableResult
     public func read(_ path: FilePath, on color: Color = Color.current ?? .main,
                      completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        let state = WholeFileRead(path: path)
-        let job = PoolJob(color: color, lane: .short) { verdict in
-            let result: Result<[UInt8], FileError>
-            switch verdict {
-            case .run:
-                do throws(FileError) {
-                    guard let bytes = try state.step() else { return nil }
-                    result = .success(bytes)
-                } catch {
-                    result = .failure(error)
-                }
-            case .overloaded, .cancelled:
-                state.abandon()
-                result = .failure(.refused(verdict, operation: "read", path: path, descriptor: nil))
-            }
-            return { completion(result) }
-        }
-        try runtime.pool.submit(job, operation: "read")
-        return BlockingJob(job: job, pool: runtime.pool)
+        try submit(WholeFileRead(path: path, color: color, completion: completion), "read")
     }
 
     /// Writes `bytes` as the whole content of `path`, creating it with `permissions` if
@@ -253,15 +233,10 @@ public struct Files: Sendable {
                                      path: FilePath? = nil, descriptor: FileDescriptor? = nil,
                                      completion: @escaping Completion<T>,
                                      _ call: @escaping @Sendable () throws(FileError) -> T) throws(ChromaError) -> BlockingJob {
-        let job = PoolJob(color: color, lane: lane) { verdict in
-            let result: Result<T, FileError>
-            switch verdict {
-            case .run: result = Result { () throws(FileError) in try call() }
-            case .overloaded, .cancelled:
-                result = .failure(.refused(verdict, operation: String(describing: operation), path: path, descriptor: descriptor))
-            }
-            return { completion(result) }
-        }
+        try submit(FileCallJob(operation, lane, color, path: path, descriptor: descriptor, completion: completion, call: call), operation)
+    }
+
+    private func submit(_ job: PoolJob, _ operation: StaticString) throws(ChromaError) -> BlockingJob {
         try runtime.pool.submit(job, operation: operation)
         return BlockingJob(job: job, pool: runtime.pool)
     }
@@ -277,19 +252,40 @@ public struct Files: Sendable {
     }
 }
 
-/// The state of one whole-file read between its two possible steps (short lane: open and
-/// fstat, and the read itself if the file is small; long lane: the rest).
-private final class WholeFileRead: @unchecked Sendable {
-    // Safe to share: the pool runs a job's steps one at a time, and hands it from worker to
-    // worker under its lock, which orders the steps' accesses.
-    let path: FilePath
-    var fd: FileDescriptor?
-    var size = 0
+/// A whole-file read, in one or two steps: in the short lane, open and fstat, and the read
+/// itself if the file is small; a big file continues in the long lane with the descriptor
+/// it opened.
+private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
+    // Safe to share: the pool runs a job's steps one at a time and hands it from worker to
+    // worker under its lock, which orders the steps' accesses to `fd` and `size`.
+    private var fd: FileDescriptor?
+    private var size = 0
 
-    init(path: FilePath) { self.path = path }
+    init(path: FilePath, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
+        super.init("read", .short, color, path: path, descriptor: nil, completion: completion)
+    }
+
+    override func run() -> Bool {
+        do throws(FileError) {
+            guard let bytes = try step() else { return false }
+            result = .success(bytes)
+        } catch {
+            result = .failure(error)
+        }
+        return true
+    }
+
+    override func refuse(_ refusal: PoolRefusal) {
+        if let opened = fd {
+            _ = Glibc.close(opened.rawValue)
+            fd = nil
+        }
+        super.refuse(refusal)
+    }
 
     /// Returns the bytes, or nil to continue in the long lane.
-    func step() throws(FileError) -> [UInt8]? {
+    private func step() throws(FileError) -> [UInt8]? {
+        let path = self.path!
         if fd == nil {
             let opened = try FileCalls.open(path, O_RDONLY, nil, operation: "read")
             let st: Glibc.stat
@@ -314,13 +310,5 @@ private final class WholeFileRead: @unchecked Sendable {
         }
         try FileCalls.close(opened, operation: "read.close", path: path)
         return bytes
-    }
-
-    /// Releases the descriptor of a read stopped between its steps.
-    func abandon() {
-        if let opened = fd {
-            _ = Glibc.close(opened.rawValue)
-            fd = nil
-        }
     }
 }

@@ -1,4 +1,4 @@
-import Synchronization
+import SystemPackage
 
 /// Which of the pool's two queues a job waits in (see `BlockingPool` for the policy).
 public enum BlockingLane: Sendable, Equatable {
@@ -12,72 +12,50 @@ public enum BlockingLane: Sendable, Equatable {
     case long
 }
 
-/// What the pool decided for a job: run it, or complete it with a failure without running.
-@usableFromInline
-enum PoolVerdict: Sendable {
-    /// Run the blocking call (on a worker thread).
-    case run
+/// What the pool decided for a job that will not run.
+enum PoolRefusal: Sendable {
     /// The queue was full when the job was submitted.
     case overloaded
     /// The job was cancelled while queued (by its handle, or by shutdown).
     case cancelled
 }
 
-/// One unit of work for the pool, with its completion.
+/// One unit of work for the pool, with its completion: subclasses hold the call, its
+/// result and the user's completion as plain fields, so a job costs one allocation (plus
+/// its closures' captures), not a chain of wrapper closures.
 ///
-/// Life: submitted (`queued`) → taken by one worker (`running`) → `body(.run)` → completion
-/// posted to the color's loop, where `complete()` calls the user's completion exactly once.
-/// Or `queued` → `cancelled` (by `BlockingJob.cancel()` or shutdown) → `body(.cancelled)`
-/// → completion posted. A job whose body returns `nil` is not finished: it goes back to the
-/// long lane and runs again (a whole-file read that outgrew the short lane does this).
-///
-/// `body` sees every verdict so one closure holds the call and its cleanup: a job stopped
-/// part way (an open descriptor, a half-read file) releases what it holds when it hears
-/// `.cancelled`.
-@usableFromInline
-final class PoolJob: @unchecked Sendable {
-    // Safe to share: `state` and `sequence` are read and written only with the pool's lock
-    // held; `pending` is written by the one thread that holds the job in its current state
-    // (the worker running it, or the thread that cancelled or refused it) before the job is
-    // posted to its loop, and read there afterwards: the loop's mailbox lock orders the two.
-    // `lane` can change only while the job is running, on the worker that runs it.
+/// Life: submitted (`queued`) → taken by one worker (`running`) → `run()` → posted to the
+/// color's loop, where `complete()` calls the user's completion exactly once. Or `queued`
+/// → `cancelled` (by `BlockingJob.cancel()` or shutdown) → `refuse(.cancelled)` → posted.
+/// A job whose `run()` returns false is not finished: it goes back to the long lane and
+/// runs again (a whole-file read that outgrew the short lane does this); if it is refused
+/// then, `refuse` releases what it holds.
+class PoolJob: @unchecked Sendable {
+    // Safe to share: `state`, `sequence` and `lane` are read and written only with the
+    // pool's lock held (`lane` also by the worker running the job, which alone may change
+    // it). Subclasses' results are written by the one thread that holds the job in its
+    // current state (the worker running it, or the thread that refused it) before the job
+    // is posted to its loop, and read there afterwards: the mailbox lock orders the two.
     let color: Color
     var lane: BlockingLane
     var state: State = .queued
     var sequence: UInt64 = 0
-    private let body: @Sendable (PoolVerdict) -> (@Sendable () -> Void)?
-    private var pending: (@Sendable () -> Void)?
 
     enum State { case queued, running, cancelled, finished }
 
-    /// `body` returns the completion to run on `color` (a closure that calls the user's
-    /// completion with the result), or `nil` to continue later in the long lane.
-    init(color: Color, lane: BlockingLane, body: @escaping @Sendable (PoolVerdict) -> (@Sendable () -> Void)?) {
+    init(color: Color, lane: BlockingLane) {
         self.color = color
         self.lane = lane
-        self.body = body
     }
 
-    /// Runs the call (a worker thread). Returns false when the job wants to continue in the
-    /// long lane.
-    func run() -> Bool {
-        guard let completion = body(.run) else { return false }
-        pending = completion
-        return true
-    }
+    /// Worker thread: runs the call and keeps its result. False to continue in the long lane.
+    func run() -> Bool { preconditionFailure("PoolJob.run is abstract") }
 
-    /// Records a failure without running the call (any thread, once).
-    func refuse(_ verdict: PoolVerdict) {
-        let completion = body(verdict)
-        precondition(completion != nil, "a refused job must produce its completion")
-        pending = completion
-    }
+    /// Any thread, once: records the refusal as the result, without running the call.
+    func refuse(_ refusal: PoolRefusal) { preconditionFailure("PoolJob.refuse is abstract") }
 
-    /// On the job's color: delivers the result. Exactly once per job.
-    func complete() {
-        let completion = pending.take()
-        completion.unsafelyUnwrapped()
-    }
+    /// On the job's color: hands the result to the user's completion. Exactly once.
+    func complete() { preconditionFailure("PoolJob.complete is abstract") }
 }
 
 /// A job on the blocking pool, as handed back by `Runtime.blocking` and the `Files` calls:
@@ -93,5 +71,137 @@ public struct BlockingJob: Sendable {
     @discardableResult
     public func cancel() -> Bool {
         pool.cancel(job)
+    }
+}
+
+/// `Runtime.blocking`: any throwing work, its result as `Result<T, any Error>`.
+final class BlockingWork<T: Sendable>: PoolJob, @unchecked Sendable {
+    // Safe to share: see `PoolJob`.
+    private let work: @Sendable () throws -> T
+    private let completion: @Sendable (Result<T, any Error>) -> Void
+    private let capacity: Int
+    private var result: Result<T, any Error>?
+
+    init(color: Color, lane: BlockingLane, capacity: Int, work: @escaping @Sendable () throws -> T,
+         completion: @escaping @Sendable (Result<T, any Error>) -> Void) {
+        self.work = work
+        self.completion = completion
+        self.capacity = capacity
+        super.init(color: color, lane: lane)
+    }
+
+    override func run() -> Bool {
+        result = Result { try work() }
+        return true
+    }
+
+    override func refuse(_ refusal: PoolRefusal) {
+        switch refusal {
+        case .overloaded: result = .failure(ChromaError.overloaded(operation: "blocking", capacity: capacity))
+        case .cancelled: result = .failure(ChromaError.cancelled(operation: "blocking"))
+        }
+    }
+
+    override func complete() {
+        completion(result.take().unsafelyUnwrapped)
+    }
+}
+
+/// A file call that runs in one step: its result or `FileError`.
+class FileJob<T: Sendable>: PoolJob, @unchecked Sendable {
+    // Safe to share: see `PoolJob`.
+    let operation: StaticString
+    let path: FilePath?
+    let descriptor: FileDescriptor?
+    private let completion: Files.Completion<T>
+    var result: Result<T, FileError>?
+
+    init(_ operation: StaticString, _ lane: BlockingLane, _ color: Color, path: FilePath?, descriptor: FileDescriptor?,
+         completion: @escaping Files.Completion<T>) {
+        self.operation = operation
+        self.path = path
+        self.descriptor = descriptor
+        self.completion = completion
+        super.init(color: color, lane: lane)
+    }
+
+    override func refuse(_ refusal: PoolRefusal) {
+        result = .failure(FileError(operation: String(describing: operation), path: path, descriptor: descriptor,
+                                    code: refusal == .overloaded ? .overloaded : .cancelled))
+    }
+
+    override func complete() {
+        completion(result.take().unsafelyUnwrapped)
+    }
+}
+
+/// A file call given as a closure.
+final class FileCallJob<T: Sendable>: FileJob<T>, @unchecked Sendable {
+    // Safe to share: see `PoolJob`.
+    private let call: @Sendable () throws(FileError) -> T
+
+    init(_ operation: StaticString, _ lane: BlockingLane, _ color: Color, path: FilePath?, descriptor: FileDescriptor?,
+         completion: @escaping Files.Completion<T>, call: @escaping @Sendable () throws(FileError) -> T) {
+        self.call = call
+        super.init(operation, lane, color, path: path, descriptor: descriptor, completion: completion)
+    }
+
+    override func run() -> Bool {
+        result = Result { () throws(FileError) in try call() }
+        return true
+    }
+}
+
+/// `pread`, the hottest file call. Not generic, so its methods are specialized (a method
+/// of a generic class runs unspecialized, looking up type metadata on every call). Its
+/// buffer is allocated by the submitting thread, which is also the thread that frees it
+/// after the completion: malloc's per-thread cache serves both, where a buffer allocated
+/// on the worker and freed on the loop missed that cache every time (measured: the
+/// worker's `_int_malloc` and the loop's cross-arena frees were the pool's top costs).
+final class PreadJob: PoolJob, @unchecked Sendable {
+    // Safe to share: see `PoolJob`; `buffer` is touched by the submitter before submission,
+    // then only by the worker running the job, then by the completion (the lock handoffs
+    // order the three).
+    private let fd: FileDescriptor
+    private let offset: Int64
+    private let count: Int
+    private let completion: Files.Completion<[UInt8]>
+    private var buffer: [UInt8]
+    private var failure: FileError?
+
+    init(_ fd: FileDescriptor, offset: Int64, count: Int, lane: BlockingLane, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.completion = completion
+        // Bytes are claimed initialized without being written: `run` overwrites them (or
+        // trims what the read did not reach) before anyone can see them.
+        buffer = [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        super.init(color: color, lane: lane)
+    }
+
+    override func run() -> Bool {
+        let fd = self.fd, offset = self.offset, count = self.count
+        var error: Int32 = 0
+        let filled = buffer.withUnsafeMutableBytes { raw in FileCalls.preadFully(fd, into: raw, offset: offset, errno: &error) }
+        if error != 0 {
+            failure = FileCalls.fail("read", fd: fd, errno: error)
+        } else if filled < count {
+            buffer.removeLast(count - filled)
+        }
+        return true
+    }
+
+    override func refuse(_ refusal: PoolRefusal) {
+        failure = FileError(operation: "read", descriptor: fd, code: refusal == .overloaded ? .overloaded : .cancelled)
+    }
+
+    override func complete() {
+        if let failure {
+            completion(.failure(failure))
+        } else {
+            completion(.success(buffer))
+            buffer = []
+        }
     }
 }

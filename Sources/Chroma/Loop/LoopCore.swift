@@ -77,4 +77,18 @@ struct LoopCore {
             return false
         }
     }
+
+    /// Queues `jobs` in order, from a thread other than the loop's: one lock acquisition
+    /// for all of them, and one wakeup at most. False (nothing queued) once the mailbox is
+    /// closed.
+    func enqueue(batch jobs: UnsafeBufferPointer<Job>) -> Bool {
+        precondition(!isCurrent, "a batch comes from outside the loop")
+        switch mailbox.push(batch: jobs) {
+        case .queued(let wasEmpty):
+            if wasEmpty { wake() }
+            return true
+        case .closed:
+            return false
+        }
+    }
 }

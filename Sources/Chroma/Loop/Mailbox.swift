@@ -84,21 +84,53 @@ struct Mailbox {
 
     /// Any thread. Refused once the loop has closed the mailbox for shutdown.
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
+        let (color, record) = Mailbox.record(for: job)
+        pthread_mutex_lock(mutex)
+        let count = shared.pointee.count
+        if count < 0 {
+            pthread_mutex_unlock(mutex)
+            return .closed
+        }
+        appendLocked(record, color: color, count: count)
+        pthread_mutex_unlock(mutex)
+        return .queued(wasEmpty: count == 0)
+    }
+
+    /// Any thread: queues `jobs` in order under one acquisition of the lock, so a batch of
+    /// completions costs the loop's cache line one trip and, at most, one wakeup.
+    func push(batch jobs: UnsafeBufferPointer<Job>) -> PushResult {
+        pthread_mutex_lock(mutex)
+        let first = shared.pointee.count
+        if first < 0 {
+            pthread_mutex_unlock(mutex)
+            return .closed
+        }
+        var count = first
+        for job in jobs {
+            let (color, record) = Mailbox.record(for: job)
+            appendLocked(record, color: color, count: count)
+            count = shared.pointee.count
+        }
+        pthread_mutex_unlock(mutex)
+        return .queued(wasEmpty: first == 0)
+    }
+
+    /// The record a job travels as, and its color.
+    @inlinable @inline(__always) static func record(for job: borrowing Job) -> (UInt64, Record) {
         let color = job.tagged & ~Job.functionTag
         var word0 = UInt(bitPattern: job.word0)
         if job.tagged & Job.functionTag != 0 {
             precondition(word0 & Mailbox.functionBit == 0, "a code address with the top bit set")
             word0 |= Mailbox.functionBit
         }
-        let record = Record(word0, UInt(bitPattern: job.word1))
-        pthread_mutex_lock(mutex)
-        var count = shared.pointee.count
-        if count < 0 {
-            pthread_mutex_unlock(mutex)
-            return .closed
-        }
+        return (color, Record(word0, UInt(bitPattern: job.word1)))
+    }
+
+    /// With the mutex held and the mailbox open (`count` records in it): appends `record`,
+    /// after a color marker if its color differs from the last record's.
+    @inlinable @inline(__always) func appendLocked(_ record: Record, color: UInt64, count: Int32) {
+        var count = count
         if count > shared.pointee.capacity &- 2 { grow() }
-        let wasEmpty = count == 0
         if color != shared.pointee.lastColor {
             (shared.pointee.buffer + Int(count)).initialize(to: Record(Mailbox.marker, UInt(color)))
             shared.pointee.lastColor = color
@@ -106,8 +138,6 @@ struct Mailbox {
         }
         (shared.pointee.buffer + Int(count)).initialize(to: record)
         shared.pointee.count = count &+ 1
-        pthread_mutex_unlock(mutex)
-        return .queued(wasEmpty: wasEmpty)
     }
 
     /// Loop thread only: takes every queued record, in order, as one batch the caller must
