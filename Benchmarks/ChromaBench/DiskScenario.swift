@@ -37,6 +37,9 @@ struct DiskCommand: ParsableCommand {
     @Option(help: "The Node peer script; skipped when it or `node` is missing.")
     var nodePeer: String = "Benchmarks/peers/node/disk.js"
 
+    @Option(help: "Systems to measure, comma-separated: chroma, sync, node (the ratios need sync).")
+    var systems: String = "chroma,sync,node"
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -47,13 +50,21 @@ struct DiskCommand: ParsableCommand {
         let size = fileMiB << 20
         progress("preparing \(file) (\(fileMiB) MiB)")
         try prepareFile(path: file, size: size)
-        let haveNode = onPath("node") && access(nodePeer, R_OK) == 0
+        let chosen = Set(systems.split(separator: ",").map(String.init))
+        guard chosen.isSubset(of: ["chroma", "sync", "node"]), !chosen.isEmpty else {
+            throw ValidationError("--systems takes chroma, sync and node")
+        }
+        let haveNode = chosen.contains("node") && onPath("node") && access(nodePeer, R_OK) == 0
         var sync: [Sample] = [], chroma: [Sample] = [], node: [Sample] = []
         for round in 1...rounds {
-            progress("round \(round)/\(rounds): synchronous pread loop")
-            sync.append(try measureSync(path: file, size: size, seconds: duration))
-            progress("round \(round)/\(rounds): chroma")
-            chroma.append(try measureChroma(path: file, size: size, seconds: duration))
+            if chosen.contains("sync") {
+                progress("round \(round)/\(rounds): synchronous pread loop")
+                sync.append(try measureSync(path: file, size: size, seconds: duration))
+            }
+            if chosen.contains("chroma") {
+                progress("round \(round)/\(rounds): chroma")
+                chroma.append(try measureChroma(path: file, size: size, seconds: duration))
+            }
             if haveNode {
                 progress("round \(round)/\(rounds): node fs.read")
                 if let fields = runPeerFields("node", [nodePeer, file, String(concurrency), String(duration)]) {
@@ -64,17 +75,18 @@ struct DiskCommand: ParsableCommand {
         endProgress()
         let machine = Machine.current()
         var report = Report(scenario: "disk", machine: machine)
-        let syncRow = Sample.middle(of: sync).row("sync pread 1 thread")
-        let chromaRow = Sample.middle(of: chroma).row("chroma pool c\(concurrency)")
-        report.rows = [chromaRow, syncRow]
-        report.ratios.append(("\(chromaRow.name) / \(syncRow.name)", chromaRow.opsPerSecond / syncRow.opsPerSecond))
-        var nodeRow: Row?
-        if !node.isEmpty {
-            let row = Sample.middle(of: node).row("node fs.read c\(concurrency)")
-            nodeRow = row
-            report.rows.append(row)
-            report.ratios.append(("\(chromaRow.name) / \(row.name)", chromaRow.opsPerSecond / row.opsPerSecond))
-            report.ratios.append(("\(row.name) / \(syncRow.name)", row.opsPerSecond / syncRow.opsPerSecond))
+        let syncRow = sync.isEmpty ? nil : Sample.middle(of: sync).row("sync pread 1 thread")
+        let chromaRow = chroma.isEmpty ? nil : Sample.middle(of: chroma).row("chroma pool c\(concurrency)")
+        let nodeRow = node.isEmpty ? nil : Sample.middle(of: node).row("node fs.read c\(concurrency)")
+        report.rows = [chromaRow, syncRow, nodeRow].compactMap { $0 }
+        if let chromaRow, let syncRow {
+            report.ratios.append(("\(chromaRow.name) / \(syncRow.name)", chromaRow.opsPerSecond / syncRow.opsPerSecond))
+        }
+        if let chromaRow, let nodeRow {
+            report.ratios.append(("\(chromaRow.name) / \(nodeRow.name)", chromaRow.opsPerSecond / nodeRow.opsPerSecond))
+        }
+        if let nodeRow, let syncRow {
+            report.ratios.append(("\(nodeRow.name) / \(syncRow.name)", nodeRow.opsPerSecond / syncRow.opsPerSecond))
         }
         if json {
             print(report.json())
@@ -87,14 +99,14 @@ struct DiskCommand: ParsableCommand {
         let header = ["system", "k ops/s", "p50 us", "p99 us", "vs sync"]
         let widths = [24, 9, 8, 8, 8]
         print(zip(header, widths).map { $0.padded(to: $1) }.joined(separator: " "))
-        for row in [chromaRow, syncRow] + (nodeRow.map { [$0] } ?? []) {
+        for row in report.rows {
             let cells = [row.name, fixed(row.opsPerSecond / 1e3, 0), row.p50Microseconds.map { fixed($0, 1) } ?? "-",
-                         row.p99Microseconds.map { fixed($0, 1) } ?? "-", fixed(row.opsPerSecond / syncRow.opsPerSecond, 2)]
+                         row.p99Microseconds.map { fixed($0, 1) } ?? "-", syncRow.map { fixed(row.opsPerSecond / $0.opsPerSecond, 2) } ?? "-"]
             print(zip(cells, widths).map { $0.padded(to: $1) }.joined(separator: " "))
         }
-        if let nodeRow {
+        if let chromaRow, let nodeRow {
             print("chroma / node: \(fixed(chromaRow.opsPerSecond / nodeRow.opsPerSecond, 2))x")
-        } else {
+        } else if chosen.contains("node") && nodeRow == nil {
             print("node peer skipped (needs `node` on PATH and \(nodePeer))")
         }
     }
@@ -186,9 +198,9 @@ final class DiskRun: @unchecked Sendable {
     let fd: FileDescriptor
     let blocks: UInt64
     let deadline: UInt64
-    private var rngs: [Xorshift]
-    private var issued: [UInt64]
-    private var latencies: [[UInt32]]
+    @exclusivity(unchecked) private var rngs: [Xorshift]
+    @exclusivity(unchecked) private var issued: [UInt64]
+    @exclusivity(unchecked) private var latencies: [[UInt32]]
     let remaining: Atomic<Int>
     let lastCompletion = Atomic<UInt64>(0)
     let done = Semaphore()

@@ -33,7 +33,9 @@ import Glibc
 public final class BlockingPool: @unchecked Sendable {
     // Safe to share: every mutable field is read and written with `lock` held, except
     // `configuration` (immutable) and `runtime` (set once at init, and alive while any
-    // worker runs: each worker thread holds a strong reference).
+    // worker runs: each worker thread holds a strong reference). The lock is also why the
+    // fields are `@exclusivity(unchecked)`: accesses cannot overlap, and the dynamic checks
+    // were a measurable share of each job's cost.
 
     /// The pool's size and limits.
     public struct Configuration: Sendable, Equatable {
@@ -70,24 +72,24 @@ public final class BlockingPool: @unchecked Sendable {
     /// Set once by the runtime at the end of its init, before any submission.
     unowned(unsafe) private(set) var runtime: Runtime!
 
-    private let lock = Lock()
-    private var short = Deque<PoolJob>()
-    private var long = Deque<PoolJob>()
+    private let lock = Lock(adaptive: true)
+    @exclusivity(unchecked) private var short = Deque<PoolJob>()
+    @exclusivity(unchecked) private var long = Deque<PoolJob>()
     /// Jobs queued and not cancelled (cancelled ones stay in the deques until a worker
     /// passes them, but no longer count).
-    private var queued = 0
-    private var nextSequence: UInt64 = 0
-    private var longRunning = 0
+    @exclusivity(unchecked) private var queued = 0
+    @exclusivity(unchecked) private var nextSequence: UInt64 = 0
+    @exclusivity(unchecked) private var longRunning = 0
     /// Jobs accepted (or refused as overloaded) whose completion is not yet in a mailbox.
-    private var unposted = 0
-    private var closed = false
-    private var workers: [Worker] = []
-    private var idle: [Worker] = []
+    @exclusivity(unchecked) private var unposted = 0
+    @exclusivity(unchecked) private var closed = false
+    @exclusivity(unchecked) private var workers: [Worker] = []
+    @exclusivity(unchecked) private var idle: [Worker] = []
     private let quiet = Condition()
-    private var cancelledAtShutdown = 0
+    @exclusivity(unchecked) private var cancelledAtShutdown = 0
     /// Returns from a worker's condition wait: with wake-one signalling, one per job
     /// that found an idle worker (tests check there is no herd).
-    private var wakeups = 0
+    @exclusivity(unchecked) private var wakeups = 0
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -102,7 +104,7 @@ public final class BlockingPool: @unchecked Sendable {
         // spawner under the lock and read by `join` after the pool closed.
         let index: Int
         let wake = Condition()
-        var woken = false
+        @exclusivity(unchecked) var woken = false
         var thread: pthread_t?
         init(index: Int) { self.index = index }
     }
@@ -215,13 +217,17 @@ public final class BlockingPool: @unchecked Sendable {
         while true {
             if let job = takeNext() {
                 let lane = job.lane
+                // Hand completions over once the batch holds as many jobs as still wait:
+                // their loops then queue the next jobs while the workers still have work,
+                // instead of the whole window going round in one wave.
+                let waitingNow = queued
                 lock.unlock()
                 // Completions wait in the batch only while the worker runs short calls,
                 // and never long: a long call would hold them for its whole length.
-                if lane == .long || batch.isStale { flush(&batch) }
+                if lane == .long { flush(&batch) }
                 let finished = job.run()
                 if finished { batch.append(job) }
-                if batch.isFull { flush(&batch) }
+                if batch.isFull || batch.count >= waitingNow { flush(&batch) }
                 lock.lock()
                 if lane == .long { longRunning -= 1 }
                 if finished {
@@ -370,17 +376,15 @@ public final class BlockingPool: @unchecked Sendable {
 
 /// A worker's finished jobs on their way to their loops: posted together, so a burst of
 /// completions costs each loop one lock round trip and at most one wakeup instead of one
-/// per job. A batch is posted when it is full, when it is older than `maxAge`, before a
-/// long call, and before the worker sleeps: a completion waits at most one short call
-/// plus `maxAge`.
+/// per job. A batch is posted when it holds `capacity` jobs or as many as still wait in
+/// the queue, before a long call, and before the worker sleeps: a completion waits for at
+/// most `capacity - 1` further short calls on its worker.
 struct CompletionBatch: ~Copyable {
     static let capacity = 32
-    static let maxAgeNanoseconds: UInt64 = 20_000
     private let jobs = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
     private let loops = UnsafeMutablePointer<Int>.allocate(capacity: CompletionBatch.capacity)
     private let scratch = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
     private(set) var count = 0
-    private var firstAt: UInt64 = 0
 
     deinit {
         precondition(count == 0, "a completion batch was dropped with jobs in it")
@@ -391,12 +395,10 @@ struct CompletionBatch: ~Copyable {
 
     var isEmpty: Bool { count == 0 }
     var isFull: Bool { count == CompletionBatch.capacity }
-    var isStale: Bool { count > 0 && monotonicNanoseconds() &- firstAt > CompletionBatch.maxAgeNanoseconds }
 
     /// Adds a finished (or refused) job; the batch holds one reference to it.
     mutating func append(_ job: PoolJob) {
         precondition(count < CompletionBatch.capacity, "append to a full completion batch")
-        if count == 0 { firstAt = monotonicNanoseconds() }
         let context = Unmanaged.passRetained(job).toOpaque()
         (jobs + count).initialize(to: Job(color: job.color.rawValue, function: { raw in
             Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()

@@ -8,10 +8,17 @@ final class Lock: @unchecked Sendable {
     // Safe to share: the pthread mutex is the synchronization; the pointer never changes.
     fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    init() {
+    /// With `adaptive`, a thread that finds the lock held spins briefly before sleeping in
+    /// the kernel (`PTHREAD_MUTEX_ADAPTIVE_NP`): right for locks held for a few
+    /// instructions by threads on other cores, such as the blocking pool's queue lock.
+    init(adaptive: Bool = false) {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
-        let rc = pthread_mutex_init(mutex, nil)
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        if adaptive { pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP)) }
+        let rc = pthread_mutex_init(mutex, &attributes)
+        pthread_mutexattr_destroy(&attributes)
         precondition(rc == 0, "pthread_mutex_init failed: \(rc)")
     }
 
