@@ -25,6 +25,7 @@ tsan: setup
 
 examples: setup
 	$(SWIFT) build -c release --product chroma-ticker
+	$(SWIFT) build -c release --product chroma-copy
 
 # The raw-C libevent peer the dispatch table compares against.
 peers: setup
@@ -36,6 +37,7 @@ peers: setup
 bench: setup peers
 	$(SWIFT) build -c release --product chroma-bench
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 
 clean:
 	rm -rf .build .build-tsan

@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Chroma", targets: ["Chroma"]),
         .executable(name: "chroma-bench", targets: ["ChromaBench"]),
         .executable(name: "chroma-ticker", targets: ["Ticker"]),
+        .executable(name: "chroma-copy", targets: ["Copy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
@@ -44,6 +45,11 @@ let package = Package(
             path: "Benchmarks/ChromaBench"
         ),
         .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
+        .executableTarget(
+            name: "Copy",
+            dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Examples/Copy"
+        ),
         .testTarget(
             name: "ChromaTests",
             dependencies: ["Chroma", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]

@@ -13,16 +13,6 @@ static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop;
 static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
 static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
 
-/// Tells the CPU the thread is spin-waiting (x86 `pause`, arm64 `yield`), which saves
-/// power and lets a sibling hyperthread run.
-static inline void chroma_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /// Pins the calling thread to `cpu` (CPU_SET is a macro Swift cannot call). Returns 0 or an errno.
 int chroma_pin_current_thread(int cpu);
 

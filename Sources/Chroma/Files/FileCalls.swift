@@ -20,15 +20,16 @@ enum FileCalls {
         }
     }
 
-    static func open(_ path: FilePath, _ flags: Int32, _ permissions: FilePermissions?, operation: String) throws(FileError) -> FileDescriptor {
+    static func open(_ path: FilePath, _ flags: Int32, _ permissions: FilePermissions?, operation: String,
+                     reportedPath: FilePath? = nil) throws(FileError) -> FileDescriptor {
         let mode = permissions?.rawValue ?? 0o644
         let fd = path.withPlatformString { name in retrying { Glibc.open(name, flags | O_CLOEXEC, mode) } }
-        if fd < 0 { throw fail(operation, path: path) }
+        if fd < 0 { throw fail(operation, path: reportedPath ?? path) }
         return FileDescriptor(rawValue: fd)
     }
 
-    static func close(_ fd: FileDescriptor, operation: String = "close", path: FilePath? = nil) throws(FileError) {
-        if Glibc.close(fd.rawValue) != 0 && Glibc.errno != EINTR { throw fail(operation, path: path, fd: fd) }
+    static func close(_ fd: FileDescriptor, operation: String = "close", path: FilePath? = nil, reportFD: Bool = true) throws(FileError) {
+        if Glibc.close(fd.rawValue) != 0 && Glibc.errno != EINTR { throw fail(operation, path: path, fd: reportFD ? fd : nil) }
     }
 
     /// Reads into `buffer` at `offset` until it is full or the file ends; returns the bytes
@@ -49,7 +50,8 @@ enum FileCalls {
     }
 
     /// Writes all of `bytes` at `offset`.
-    static func pwrite(_ bytes: [UInt8], _ fd: FileDescriptor, offset: Int64, operation: String = "write", path: FilePath? = nil) throws(FileError) {
+    static func pwrite(_ bytes: [UInt8], _ fd: FileDescriptor, offset: Int64, operation: String = "write", path: FilePath? = nil,
+                       reportFD: Bool = true) throws(FileError) {
         var failure: Int32 = 0
         bytes.withUnsafeBytes { raw in
             var done = 0
@@ -59,12 +61,12 @@ enum FileCalls {
                 done += n
             }
         }
-        if failure != 0 { throw fail(operation, path: path, fd: fd, errno: failure) }
+        if failure != 0 { throw fail(operation, path: path, fd: reportFD ? fd : nil, errno: failure) }
     }
 
-    static func rawStat(_ fd: FileDescriptor, operation: String, path: FilePath? = nil) throws(FileError) -> Glibc.stat {
+    static func rawStat(_ fd: FileDescriptor, operation: String, path: FilePath? = nil, reportFD: Bool = true) throws(FileError) -> Glibc.stat {
         var st = Glibc.stat()
-        if Glibc.fstat(fd.rawValue, &st) != 0 { throw fail(operation, path: path, fd: fd) }
+        if Glibc.fstat(fd.rawValue, &st) != 0 { throw fail(operation, path: path, fd: reportFD ? fd : nil) }
         return st
     }
 
@@ -92,21 +94,22 @@ enum FileCalls {
                 filled += n
             }
         }
-        if failure != 0 { throw fail(operation, path: path, fd: fd, errno: failure) }
+        // Errors name the path only: the descriptor is the read's own, never the caller's.
+        if failure != 0 { throw fail(operation, path: path, errno: failure) }
         if reachedEnd { return bytes }
         // Files whose size stat does not know (procfs) or that grew: read on in chunks.
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let n = chunk.withUnsafeMutableBytes { raw in retrying { Glibc.read(fd.rawValue, raw.baseAddress!, raw.count) } }
-            if n < 0 { throw fail(operation, path: path, fd: fd) }
+            if n < 0 { throw fail(operation, path: path) }
             if n == 0 { return bytes }
             bytes.append(contentsOf: chunk[..<n])
         }
     }
 
-    static func fsync(_ fd: FileDescriptor, dataOnly: Bool, operation: String, path: FilePath? = nil) throws(FileError) {
+    static func fsync(_ fd: FileDescriptor, dataOnly: Bool, operation: String, path: FilePath? = nil, reportFD: Bool = true) throws(FileError) {
         let rc = retrying { dataOnly ? Glibc.fdatasync(fd.rawValue) : Glibc.fsync(fd.rawValue) }
-        if rc != 0 { throw fail(operation, path: path, fd: fd) }
+        if rc != 0 { throw fail(operation, path: path, fd: reportFD ? fd : nil) }
     }
 
     static func list(_ path: FilePath) throws(FileError) -> [DirectoryEntry] {
@@ -182,12 +185,12 @@ enum FileCalls {
         guard atomic else {
             let fd = try open(path, O_WRONLY | O_CREAT | O_TRUNC, permissions, operation: "write")
             do throws(FileError) {
-                try pwrite(bytes, fd, offset: 0, path: path)
+                try pwrite(bytes, fd, offset: 0, path: path, reportFD: false)
             } catch {
                 _ = Glibc.close(fd.rawValue)
                 throw error
             }
-            try close(fd, operation: "write.close", path: path)
+            try close(fd, operation: "write.close", path: path, reportFD: false)
             return
         }
         guard let name = path.lastComponent else {
@@ -195,19 +198,21 @@ enum FileCalls {
         }
         let directory = parentOf(path) ?? FilePath(".")
         let temp = directory.appending(".\(name).chroma-\(getpid())-\(UInt32.random(in: 0 ... .max))")
-        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, permissions, operation: "write.create-temp")
+        // Errors name `path`, the file the caller asked for, with the step that failed.
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, permissions, operation: "write.create-temp", reportedPath: path)
         do throws(FileError) {
-            try pwrite(bytes, fd, offset: 0, operation: "write.temp", path: temp)
-            try fsync(fd, dataOnly: false, operation: "write.fsync", path: temp)
+            try pwrite(bytes, fd, offset: 0, operation: "write.temp", path: path, reportFD: false)
+            try fsync(fd, dataOnly: false, operation: "write.fsync", path: path, reportFD: false)
             try FileFailpoints.hit(.afterTempWrite, path: path)
-            try close(fd, operation: "write.close", path: temp)
+            try close(fd, operation: "write.close", path: path, reportFD: false)
         } catch {
             _ = Glibc.close(fd.rawValue)
             _ = temp.withPlatformString { unlink($0) }
             throw error
         }
         do throws(FileError) {
-            try rename(temp, to: path, operation: "write.rename")
+            let rc = temp.withPlatformString { a in path.withPlatformString { b in Glibc.rename(a, b) } }
+            if rc != 0 { throw fail("write.rename", path: path) }
         } catch {
             _ = temp.withPlatformString { unlink($0) }
             throw error
@@ -215,7 +220,7 @@ enum FileCalls {
         // Make the rename itself durable.
         let dirFD = try open(directory, O_RDONLY | O_DIRECTORY, nil, operation: "write.open-directory")
         defer { _ = Glibc.close(dirFD.rawValue) }
-        try fsync(dirFD, dataOnly: false, operation: "write.fsync-directory", path: directory)
+        try fsync(dirFD, dataOnly: false, operation: "write.fsync-directory", path: directory, reportFD: false)
     }
 }
 

@@ -290,7 +290,7 @@ private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
             let opened = try FileCalls.open(path, O_RDONLY, nil, operation: "read")
             let st: Glibc.stat
             do throws(FileError) {
-                st = try FileCalls.rawStat(opened, operation: "read", path: path)
+                st = try FileCalls.rawStat(opened, operation: "read", path: path, reportFD: false)
             } catch {
                 _ = Glibc.close(opened.rawValue)
                 throw error
@@ -308,7 +308,7 @@ private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
             _ = Glibc.close(opened.rawValue)
             throw error
         }
-        try FileCalls.close(opened, operation: "read.close", path: path)
+        try FileCalls.close(opened, operation: "read.close", path: path, reportFD: false)
         return bytes
     }
 }
