@@ -5,6 +5,7 @@
 
 _Thread_local void *chroma_tls_loop = 0;
 _Thread_local uint64_t chroma_tls_color = UINT64_MAX;
+_Thread_local int chroma_tls_pool_worker = 0;
 
 int chroma_pin_current_thread(int cpu) {
     cpu_set_t set;

@@ -328,4 +328,45 @@ final class FilesTests: XCTestCase {
                        FileError(operation: "write", path: p, code: .cancelled))
         XCTAssertFalse(FileManager.default.fileExists(atPath: p.string), "the cancelled write never ran")
     }
+
+    // MARK: Limits and special files
+
+    func testAtomicWriteKeepsTheExistingPermissions() throws {
+        let p = path("secret")
+        try success { try files.write(Array("v1".utf8), to: p, permissions: [.ownerReadWrite], on: $0, completion: $1) }
+        XCTAssertEqual(chmod(p.string, 0o600), 0)
+        try success { try files.write(Array("v2".utf8), to: p, atomic: true, on: $0, completion: $1) }
+        let info = try success { try files.stat(p, on: $0, completion: $1) }
+        XCTAssertEqual(info.permissions, [.ownerReadWrite], "an atomic replace keeps the old file's mode, not the 0644 default")
+        XCTAssertEqual(try success { try files.read(p, on: $0, completion: $1) }, Array("v2".utf8))
+    }
+
+    func testWholeFileReadLimits() throws {
+        let p = path("five")
+        try success { try files.write([1, 2, 3, 4, 5], to: p, on: $0, completion: $1) }
+        XCTAssertEqual(try failure { try files.read(p, maxBytes: 4, on: $0, completion: $1) },
+                       FileError(operation: "read", path: p, code: .system(.fileTooLarge)))
+        XCTAssertEqual(try success { try files.read(p, maxBytes: 5, on: $0, completion: $1) }, [1, 2, 3, 4, 5])
+        // A device without a size is cut off at the limit instead of filling memory.
+        XCTAssertEqual(try failure { try files.read("/dev/zero", maxBytes: 1 << 20, on: $0, completion: $1) }.errno, .fileTooLarge)
+        // A FIFO never blocks a worker: with no writer it reads as empty; with a silent
+        // writer holding it open, it fails with EAGAIN at once.
+        let fifo = path("fifo")
+        XCTAssertEqual(mkfifo(fifo.string, 0o600), 0)
+        XCTAssertEqual(try success { try files.read(fifo, on: $0, completion: $1) }, [])
+        let writer = open(fifo.string, O_RDWR)
+        XCTAssertGreaterThanOrEqual(writer, 0)
+        defer { close(writer) }
+        let error = try failure { try files.read(fifo, on: $0, completion: $1) }
+        XCTAssertEqual(error.path, fifo)
+        XCTAssertEqual(error.errno, .resourceTemporarilyUnavailable, "\(error)")
+    }
+
+    func testDescriptorReadCountIsBounded() throws {
+        let fd = FileDescriptor(rawValue: 0)
+        let error = try failure { try files.read(from: fd, at: 0, count: Files.maxReadCount + 1, on: $0, completion: $1) }
+        guard case .invalidArgument = error.code else { return XCTFail("\(error)") }
+        XCTAssertEqual(try success { try files.read(from: FileDescriptor(rawValue: 1_000_000), at: 0, count: 0, on: $0, completion: $1) }, [],
+                       "a zero-byte read makes no system call")
+    }
 }

@@ -7,11 +7,15 @@
 // different variable in every translation unit).
 extern _Thread_local void *chroma_tls_loop;
 extern _Thread_local uint64_t chroma_tls_color;
+// Non-zero on a blocking-pool worker thread.
+extern _Thread_local int chroma_tls_pool_worker;
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
 static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }
 static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
 static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
+static inline int chroma_is_pool_worker(void) { return chroma_tls_pool_worker; }
+static inline void chroma_set_pool_worker(int on) { chroma_tls_pool_worker = on; }
 
 /// Pins the calling thread to `cpu` (CPU_SET is a macro Swift cannot call). Returns 0 or an errno.
 int chroma_pin_current_thread(int cpu);

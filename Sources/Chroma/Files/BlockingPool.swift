@@ -16,8 +16,9 @@ import Glibc
 ///   wakeup and runs in one drain.
 /// - **Two lanes.** Short calls (stat, open, 4 KiB reads) and long ones (fsync, big reads,
 ///   atomic writes) wait in separate FIFO queues. Workers take the oldest job of either
-///   lane, except that at most `longLaneWorkers` run long jobs at once: the other workers
-///   always serve the short lane, so a burst of fsyncs cannot starve a stat. (libuv learned
+///   lane, except that at most `longLaneWorkers` run long jobs at once: with more workers
+///   than that (the default for two or more), the others always serve the short lane, so a
+///   burst of fsyncs cannot starve a stat. (libuv learned
 ///   this the hard way: slow DNS lookups and fs calls once filled its whole pool; it now
 ///   caps its "slow I/O" class at half the threads.) A whole-file read starts short and,
 ///   past 1 MiB, continues in the long lane.
@@ -27,7 +28,8 @@ import Glibc
 ///   queued jobs complete with `cancelled`, running ones finish, and every completion runs
 ///   before the loops exit. Every accepted job gets exactly one completion.
 ///
-/// Workers start lazily, one per job that finds no idle worker, up to `workers`.
+/// Workers start lazily, one per job that finds no idle worker, up to `workers`. If no
+/// worker exists and none can be started, the job completes with `overloaded`.
 ///
 /// Threading: every method may be called from any thread.
 public final class BlockingPool: @unchecked Sendable {
@@ -85,8 +87,9 @@ public final class BlockingPool: @unchecked Sendable {
     @exclusivity(unchecked) private var closed = false
     @exclusivity(unchecked) private var workers: [Worker] = []
     @exclusivity(unchecked) private var idle: [Worker] = []
-    private let quiet = Condition()
     @exclusivity(unchecked) private var cancelledAtShutdown = 0
+    /// Cancelled jobs still in the deques.
+    @exclusivity(unchecked) private var tombstones = 0
     /// Returns from a worker's condition wait: with wake-one signalling, one per job
     /// that found an idle worker (tests check there is no herd).
     @exclusivity(unchecked) private var wakeups = 0
@@ -138,8 +141,16 @@ public final class BlockingPool: @unchecked Sendable {
             if let worker = idle.popLast() {
                 worker.woken = true
                 worker.wake.signal()
-            } else if workers.count < configuration.workers {
-                spawnWorker()
+            } else if workers.count < configuration.workers && !spawnWorker() && workers.isEmpty {
+                // No thread could be started and none exists to run the job: refuse it
+                // rather than leave it waiting for a worker that may never come.
+                if job.lane == .short { short.removeLast() } else { long.removeLast() }
+                queued -= 1
+                job.state = .finished
+                lock.unlock()
+                job.refuse(.overloaded)
+                post(job)
+                return
             }
         }
         lock.unlock()
@@ -154,6 +165,14 @@ public final class BlockingPool: @unchecked Sendable {
         }
         job.state = .cancelled
         queued -= 1
+        tombstones += 1
+        // Cancelled jobs stay in their deque until a worker passes them; when they outnumber
+        // the live ones (a lane at its cap, cancelled over and over), sweep them out.
+        if tombstones > 64 && tombstones > queued {
+            short.removeAll { $0.state != .queued }
+            long.removeAll { $0.state != .queued }
+            tombstones = 0
+        }
         lock.unlock()
         job.refuse(.cancelled)
         post(job)
@@ -171,14 +190,16 @@ public final class BlockingPool: @unchecked Sendable {
         precondition(queuedOnLoop, "a pool completion was refused: the loops closed before the pool drained")
         lock.lock()
         unposted -= 1
-        if unposted == 0 && closed { quiet.broadcast() }
+        let last = unposted == 0 && closed
         lock.unlock()
+        if last { wakeLoops() }
     }
 
     // MARK: Workers
 
-    /// With the lock held: starts one more worker thread.
-    private func spawnWorker() {
+    /// With the lock held: starts one more worker thread. False if the thread could not be
+    /// created (the pool goes on with the workers it has).
+    private func spawnWorker() -> Bool {
         let worker = Worker(index: workers.count)
         let box = Unmanaged.passRetained(WorkerStart(pool: self, worker: worker, runtime: runtime)).toOpaque()
         var tid = pthread_t()
@@ -189,13 +210,12 @@ public final class BlockingPool: @unchecked Sendable {
             return nil
         }, box)
         if rc != 0 {
-            // The pool keeps working with the workers it has (there is at least one unless
-            // this was the first, in which case jobs wait for the next submission to retry).
             Unmanaged<WorkerStart>.fromOpaque(box).release()
-            return
+            return false
         }
         worker.thread = tid
         workers.append(worker)
+        return true
     }
 
     private final class WorkerStart: @unchecked Sendable {
@@ -212,6 +232,7 @@ public final class BlockingPool: @unchecked Sendable {
 
     private func workerMain(_ worker: Worker) {
         _ = chroma_name_current_thread("chroma-pool-\(worker.index)")
+        chroma_set_pool_worker(1)
         var batch = CompletionBatch()
         lock.lock()
         while true {
@@ -222,9 +243,10 @@ public final class BlockingPool: @unchecked Sendable {
                 // instead of the whole window going round in one wave.
                 let waitingNow = queued
                 lock.unlock()
-                // Completions wait in the batch only while the worker runs short calls,
-                // and never long: a long call would hold them for its whole length.
-                if lane == .long { flush(&batch) }
+                // Completions wait in the batch only while the worker runs short file calls:
+                // a long call would hold them for its whole length, and user work may even
+                // wait for one of them.
+                if lane == .long || job.mayWait { flush(&batch) }
                 let finished = job.run()
                 if finished { batch.append(job) }
                 if batch.isFull || batch.count >= waitingNow { flush(&batch) }
@@ -234,6 +256,7 @@ public final class BlockingPool: @unchecked Sendable {
                     job.state = .finished
                 } else if closed {
                     job.state = .cancelled
+                    cancelledAtShutdown += 1
                     job.refuse(.cancelled)
                     batch.append(job)
                 } else {
@@ -274,15 +297,16 @@ public final class BlockingPool: @unchecked Sendable {
         batch.post(runtime)
         lock.lock()
         unposted -= count
-        if unposted == 0 && closed { quiet.broadcast() }
+        let last = unposted == 0 && closed
         lock.unlock()
+        if last { wakeLoops() }
     }
 
     /// With the lock held: the next job to run, marked running, or nil. The oldest job of
     /// either lane, unless it is long and the long lane is at its cap.
     private func takeNext() -> PoolJob? {
-        while let first = short.first, first.state != .queued { short.removeFirst() }
-        while let first = long.first, first.state != .queued { long.removeFirst() }
+        while let first = short.first, first.state != .queued { short.removeFirst(); tombstones -= 1 }
+        while let first = long.first, first.state != .queued { long.removeFirst(); tombstones -= 1 }
         let longAllowed = longRunning < configuration.longLaneWorkers
         let job: PoolJob
         if let l = long.first, longAllowed, short.first.map({ l.sequence < $0.sequence }) ?? true {
@@ -316,6 +340,7 @@ public final class BlockingPool: @unchecked Sendable {
         cancelled.sort { $0.sequence < $1.sequence }
         for job in cancelled { job.state = .cancelled }
         queued = 0
+        tombstones = 0
         short.removeAll()
         long.removeAll()
         cancelledAtShutdown = cancelled.count
@@ -324,7 +349,6 @@ public final class BlockingPool: @unchecked Sendable {
             worker.wake.signal()
         }
         idle.removeAll()
-        if unposted == 0 { quiet.broadcast() }
         lock.unlock()
         for job in cancelled {
             job.refuse(.cancelled)
@@ -332,12 +356,14 @@ public final class BlockingPool: @unchecked Sendable {
         }
     }
 
-    /// Blocks until every accepted job's completion is in a loop's mailbox. Called by each
-    /// loop as it finishes, after `close()`: then nothing can be added any more.
-    func waitUntilPosted() {
-        lock.lock()
-        while unposted > 0 { quiet.wait(lock) }
-        lock.unlock()
+    /// True when every accepted job's completion is in a loop's mailbox. Once the pool is
+    /// closed this stays true; a loop finishing its shutdown closes its mailbox only then.
+    var hasPostedEverything: Bool { lock.withLock { unposted == 0 } }
+
+    /// After the pool closed, when its last completion is posted: lets every loop's
+    /// pending shutdown go on (see `Loop.finish`). Without the lock.
+    private func wakeLoops() {
+        for i in 0..<runtime.loopCount { runtime.cores[i].wake() }
     }
 
     /// Waits for every worker thread to exit; after `close()`. On a worker thread (the
@@ -367,6 +393,9 @@ public final class BlockingPool: @unchecked Sendable {
     /// Idle workers now.
     var idleWorkers: Int { lock.withLock { idle.count } }
 
+    /// Entries in the deques, cancelled ones included (tests check they are swept).
+    var storedJobs: Int { lock.withLock { short.count + long.count } }
+
     /// Jobs waiting in the queue now (both lanes).
     public var queuedCount: Int { lock.withLock { queued } }
 
@@ -377,8 +406,9 @@ public final class BlockingPool: @unchecked Sendable {
 /// A worker's finished jobs on their way to their loops: posted together, so a burst of
 /// completions costs each loop one lock round trip and at most one wakeup instead of one
 /// per job. A batch is posted when it holds `capacity` jobs or as many as still wait in
-/// the queue, before a long call, and before the worker sleeps: a completion waits for at
-/// most `capacity - 1` further short calls on its worker.
+/// the queue, before a long call or user work, and before the worker sleeps: a completion
+/// waits for at most `capacity - 1` further short file calls on its worker (so a file
+/// system that hangs one call also delays the completions that worker holds).
 struct CompletionBatch: ~Copyable {
     static let capacity = 32
     private let jobs = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)

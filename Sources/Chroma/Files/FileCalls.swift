@@ -82,9 +82,11 @@ enum FileCalls {
 
     /// Reads what is left of `fd` to its end, `sizeHint` bytes expected, straight into the
     /// returned array. Only a file that grows while it is read costs a copy (appending).
-    static func readToEnd(_ fd: FileDescriptor, sizeHint: Int, path: FilePath, operation: String = "read") throws(FileError) -> [UInt8] {
+    /// More than `limit` bytes fail with EFBIG.
+    static func readToEnd(_ fd: FileDescriptor, sizeHint: Int, limit: Int, path: FilePath, operation: String = "read") throws(FileError) -> [UInt8] {
         var failure: Int32 = 0
         var reachedEnd = false
+        // Errors name the path only: the descriptor is the read's own, never the caller's.
         var bytes = [UInt8](unsafeUninitializedCapacity: sizeHint) { buffer, filled in
             filled = 0
             while filled < sizeHint {
@@ -94,15 +96,15 @@ enum FileCalls {
                 filled += n
             }
         }
-        // Errors name the path only: the descriptor is the read's own, never the caller's.
         if failure != 0 { throw fail(operation, path: path, errno: failure) }
         if reachedEnd { return bytes }
-        // Files whose size stat does not know (procfs) or that grew: read on in chunks.
+        // Files whose size stat does not know (procfs, devices) or that grew: read on in chunks.
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let n = chunk.withUnsafeMutableBytes { raw in retrying { Glibc.read(fd.rawValue, raw.baseAddress!, raw.count) } }
             if n < 0 { throw fail(operation, path: path) }
             if n == 0 { return bytes }
+            if bytes.count + n > limit { throw fail(operation, path: path, errno: EFBIG) }
             bytes.append(contentsOf: chunk[..<n])
         }
     }
@@ -197,30 +199,52 @@ enum FileCalls {
             throw FileError(operation: "write", path: path, code: .invalidArgument("an atomic write needs a file name"))
         }
         let directory = parentOf(path) ?? FilePath(".")
+        // An existing file keeps its permission bits (owner and ACLs are not carried over).
+        var existing = Glibc.stat()
+        let mode = path.withPlatformString { stat($0, &existing) } == 0
+            ? FilePermissions(rawValue: existing.st_mode & 0o7777) : permissions
         let temp = directory.appending(".\(name).chroma-\(getpid())-\(UInt32.random(in: 0 ... .max))")
         // Errors name `path`, the file the caller asked for, with the step that failed.
-        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, permissions, operation: "write.create-temp", reportedPath: path)
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, mode, operation: "write.create-temp", reportedPath: path)
+        func discardTemp() { _ = temp.withPlatformString { unlink($0) } }
         do throws(FileError) {
+            // open(2) applies the umask; the old file's bits are what readers expect.
+            if fchmod(fd.rawValue, mode.rawValue) != 0 { throw fail("write.chmod", path: path) }
             try pwrite(bytes, fd, offset: 0, operation: "write.temp", path: path, reportFD: false)
             try fsync(fd, dataOnly: false, operation: "write.fsync", path: path, reportFD: false)
             try FileFailpoints.hit(.afterTempWrite, path: path)
-            try close(fd, operation: "write.close", path: path, reportFD: false)
         } catch {
             _ = Glibc.close(fd.rawValue)
-            _ = temp.withPlatformString { unlink($0) }
+            discardTemp()
             throw error
         }
         do throws(FileError) {
-            let rc = temp.withPlatformString { a in path.withPlatformString { b in Glibc.rename(a, b) } }
-            if rc != 0 { throw fail("write.rename", path: path) }
+            // Closed once whatever happens: a failed close(2) still frees the number, and
+            // closing it again could close another thread's new descriptor.
+            try close(fd, operation: "write.close", path: path, reportFD: false)
         } catch {
-            _ = temp.withPlatformString { unlink($0) }
+            discardTemp()
             throw error
         }
-        // Make the rename itself durable.
-        let dirFD = try open(directory, O_RDONLY | O_DIRECTORY, nil, operation: "write.open-directory")
+        // The directory is opened before the rename, so every failure up to the rename
+        // leaves `path` untouched.
+        let dirFD: FileDescriptor
+        do throws(FileError) {
+            dirFD = try open(directory, O_RDONLY | O_DIRECTORY, nil, operation: "write.open-directory", reportedPath: path)
+        } catch {
+            discardTemp()
+            throw error
+        }
         defer { _ = Glibc.close(dirFD.rawValue) }
-        try fsync(dirFD, dataOnly: false, operation: "write.fsync-directory", path: directory, reportFD: false)
+        let renamed = temp.withPlatformString { a in path.withPlatformString { b in Glibc.rename(a, b) } }
+        if renamed != 0 {
+            let error = fail("write.rename", path: path)
+            discardTemp()
+            throw error
+        }
+        // The new content is in place; this makes the rename durable. A failure here is
+        // reported as "write.fsync-directory": the file was replaced, durability unknown.
+        try fsync(dirFD, dataOnly: false, operation: "write.fsync-directory", path: path, reportFD: false)
     }
 }
 

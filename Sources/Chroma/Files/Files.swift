@@ -59,14 +59,21 @@ public struct Files: Sendable {
         }
     }
 
+    /// The largest `count` a descriptor read accepts (1 GiB): its buffer is allocated when
+    /// the call is made.
+    public static let maxReadCount = 1 << 30
+
     /// Reads up to `count` bytes of `fd` at `offset` (`pread(2)`, repeated until `count`
     /// bytes or end of file). The array holds fewer than `count` bytes only at end of file.
-    /// Reads above 1 MiB go to the long lane.
+    /// Reads above 1 MiB go to the long lane. `count` 0 succeeds at once with no system
+    /// call (so it does not check `fd`); above `maxReadCount` it is refused.
     @discardableResult
     public func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color = Color.current ?? .main,
                      completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        if offset < 0 || count < 0 {
-            return try submitInvalid("read", color, descriptor: fd, "offset and count must not be negative (offset \(offset), count \(count))", completion: completion)
+        if offset < 0 || count < 0 || count > Files.maxReadCount {
+            return try submitInvalid("read", color, descriptor: fd,
+                                     "offset must not be negative and count must be in 0...\(Files.maxReadCount) (offset \(offset), count \(count))",
+                                     completion: completion)
         }
         let lane: BlockingLane = count > FileCalls.shortLaneBytes ? .long : .short
         return try submit(PreadJob(fd, offset: offset, count: count, lane: lane, color: color, completion: completion), "read")
@@ -129,12 +136,19 @@ public struct Files: Sendable {
     // MARK: Whole files
 
     /// Reads the whole file at `path`: open, read to the end, close, as one pool job. It
-    /// starts in the short lane; a file above 1 MiB continues in the long lane after its
-    /// `fstat`, so a big read never holds a short-lane worker.
+    /// starts in the short lane; a file above 1 MiB continues in the long lane (it closes
+    /// and reopens the file rather than hold a descriptor while it waits), so a big read
+    /// never holds a short-lane worker.
+    ///
+    /// A file larger than `maxBytes` (default 2 GiB − 1, as Node's `readFile`) fails with
+    /// `EFBIG` before anything is allocated; one without a size (procfs, devices) fails
+    /// with `EFBIG` once it has produced more. The file is opened with `O_NONBLOCK`, so a
+    /// FIFO never blocks a worker: with no writer it reads as empty, and with a writer that
+    /// has nothing to say it fails with `EAGAIN`.
     @discardableResult
-    public func read(_ path: FilePath, on color: Color = Color.current ?? .main,
+    public func read(_ path: FilePath, maxBytes: Int = Int(Int32.max), on color: Color = Color.current ?? .main,
                      completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        try submit(WholeFileRead(path: path, color: color, completion: completion), "read")
+        try submit(WholeFileRead(path: path, maxBytes: max(0, maxBytes), color: color, completion: completion), "read")
     }
 
     /// Writes `bytes` as the whole content of `path`, creating it with `permissions` if
@@ -237,6 +251,7 @@ public struct Files: Sendable {
     }
 
     private func submit(_ job: PoolJob, _ operation: StaticString) throws(ChromaError) -> BlockingJob {
+        try runtime.checkRunning(operation)
         try runtime.pool.submit(job, operation: operation)
         return BlockingJob(job: job, pool: runtime.pool)
     }
@@ -253,15 +268,16 @@ public struct Files: Sendable {
 }
 
 /// A whole-file read, in one or two steps: in the short lane, open and fstat, and the read
-/// itself if the file is small; a big file continues in the long lane with the descriptor
-/// it opened.
+/// itself if the file is small; a big file is closed and continues in the long lane, where
+/// it is opened again (a read waiting for the long lane holds no descriptor).
 private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
     // Safe to share: the pool runs a job's steps one at a time and hands it from worker to
-    // worker under its lock, which orders the steps' accesses to `fd` and `size`.
-    private var fd: FileDescriptor?
-    private var size = 0
+    // worker under its lock, which orders the steps' accesses to `demoted`.
+    private let maxBytes: Int
+    @exclusivity(unchecked) private var demoted = false
 
-    init(path: FilePath, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
+    init(path: FilePath, maxBytes: Int, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
+        self.maxBytes = maxBytes
         super.init("read", .short, color, path: path, descriptor: nil, completion: completion)
     }
 
@@ -275,40 +291,25 @@ private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
         return true
     }
 
-    override func refuse(_ refusal: PoolRefusal) {
-        if let opened = fd {
-            _ = Glibc.close(opened.rawValue)
-            fd = nil
-        }
-        super.refuse(refusal)
-    }
-
     /// Returns the bytes, or nil to continue in the long lane.
     private func step() throws(FileError) -> [UInt8]? {
         let path = self.path!
-        if fd == nil {
-            let opened = try FileCalls.open(path, O_RDONLY, nil, operation: "read")
-            let st: Glibc.stat
-            do throws(FileError) {
-                st = try FileCalls.rawStat(opened, operation: "read", path: path, reportFD: false)
-            } catch {
-                _ = Glibc.close(opened.rawValue)
-                throw error
-            }
-            fd = opened
-            size = Int(st.st_size)
-            if (st.st_mode & S_IFMT) == S_IFREG && size > FileCalls.shortLaneBytes { return nil }
-        }
-        let opened = fd!
-        fd = nil
-        let bytes: [UInt8]
+        let fd = try FileCalls.open(path, O_RDONLY | O_NONBLOCK, nil, operation: "read")
         do throws(FileError) {
-            bytes = try FileCalls.readToEnd(opened, sizeHint: size, path: path)
+            let st = try FileCalls.rawStat(fd, operation: "read", path: path, reportFD: false)
+            let size = Int(st.st_size)
+            if size > maxBytes { throw FileCalls.fail("read", path: path, errno: EFBIG) }
+            if !demoted && (st.st_mode & S_IFMT) == S_IFREG && size > FileCalls.shortLaneBytes {
+                demoted = true
+                _ = Glibc.close(fd.rawValue)
+                return nil
+            }
+            let bytes = try FileCalls.readToEnd(fd, sizeHint: size, limit: maxBytes, path: path)
+            try FileCalls.close(fd, operation: "read.close", path: path, reportFD: false)
+            return bytes
         } catch {
-            _ = Glibc.close(opened.rawValue)
+            if error.operation != "read.close" { _ = Glibc.close(fd.rawValue) }
             throw error
         }
-        try FileCalls.close(opened, operation: "read.close", path: path, reportFD: false)
-        return bytes
     }
 }

@@ -40,15 +40,20 @@ class PoolJob: @unchecked Sendable {
     // `@exclusivity(unchecked)`: no two accesses can overlap, and the dynamic checks cost
     // about a tenth of a loop's time per job (measured in the disk benchmark).
     let color: Color
+    /// True for user work (`Runtime.blocking`), which may wait on anything, even on the
+    /// completion of an earlier job: a worker posts the completions it holds before
+    /// running such a job.
+    let mayWait: Bool
     @exclusivity(unchecked) var lane: BlockingLane
     @exclusivity(unchecked) var state: State = .queued
     @exclusivity(unchecked) var sequence: UInt64 = 0
 
     enum State { case queued, running, cancelled, finished }
 
-    init(color: Color, lane: BlockingLane) {
+    init(color: Color, lane: BlockingLane, mayWait: Bool = false) {
         self.color = color
         self.lane = lane
+        self.mayWait = mayWait
     }
 
     /// Worker thread: runs the call and keeps its result. False to continue in the long lane.
@@ -67,10 +72,12 @@ public struct BlockingJob: Sendable {
     let job: PoolJob
     let pool: BlockingPool
 
-    /// Cancels the job if no worker has taken it yet. Returns true when it was cancelled:
-    /// its completion then reports `cancelled` (on its color, soon, exactly once). Returns
-    /// false when it already runs or ran: its completion reports the call's result. Any
-    /// thread.
+    /// Cancels the job if it is waiting in a queue. Returns true when it was cancelled: its
+    /// completion then reports `cancelled` (on its color, soon, exactly once). Returns false
+    /// when it runs or ran: its completion reports the call's result. Any thread.
+    ///
+    /// A whole-file read that outgrew the short lane waits a second time, for the long
+    /// lane, and can be cancelled then too (it holds no descriptor while it waits).
     @discardableResult
     public func cancel() -> Bool {
         pool.cancel(job)
@@ -90,7 +97,7 @@ final class BlockingWork<T: Sendable>: PoolJob, @unchecked Sendable {
         self.work = work
         self.completion = completion
         self.capacity = capacity
-        super.init(color: color, lane: lane)
+        super.init(color: color, lane: lane, mayWait: true)
     }
 
     override func run() -> Bool {
@@ -197,6 +204,7 @@ final class PreadJob: PoolJob, @unchecked Sendable {
 
     override func refuse(_ refusal: PoolRefusal) {
         failure = FileError(operation: "read", descriptor: fd, code: refusal == .overloaded ? .overloaded : .cancelled)
+        buffer = []  // a cancelled job may wait in its queue a while; its buffer need not
     }
 
     override func complete() {

@@ -22,6 +22,8 @@ final class Loop: @unchecked Sendable {
     private var base: EventBase?
     private var wakeupEvent: PersistentEvent?
     private let stopRequested = Atomic<Bool>(false)
+    /// Set once `finish()` closed the mailbox and swept (loop thread only).
+    private var finished = false
     private var thread: pthread_t?
     private let pinToCPU: Int?
     /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
@@ -202,22 +204,31 @@ final class Loop: @unchecked Sendable {
 
     /// Shutdown, on the loop thread: every job queued before the mailbox closes runs; then
     /// watches and timers still registered here are cancelled and counted, and the loop exits.
+    ///
+    /// The mailbox may close only once the blocking pool has posted every completion it
+    /// owes (jobs running when `stop()` closed the pool still finish and post). Until then
+    /// this returns without closing, and the loop keeps dispatching: timers and fd events
+    /// still fire, so pool work that waits for one of them cannot deadlock shutdown. The
+    /// pool wakes every loop when its last completion is posted, and the drain calls this
+    /// again.
     private func finish() {
         let core = self.core!
         let local = core.local
         local.pointee.draining = true
+        defer {
+            chroma_set_current_color(Color.noneRawValue)
+            local.pointee.draining = false
+        }
         while true {
             _ = Mailbox.run(&local.pointee.mailboxCursor, limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
-            // Blocking-pool completions still on their way (from jobs running when the pool
-            // closed) must land before the mailbox closes.
-            runtime.pool.waitUntilPosted()
+            if !runtime.pool.hasPostedEverything { return }
             let batch = core.mailbox.take(closeIfEmpty: true)
             if batch.isEmpty { break }  // closed: nothing can be queued here any more
             local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
         }
-        chroma_set_current_color(Color.noneRawValue)
-        local.pointee.draining = false
+        guard !finished else { return }
+        finished = true
         let cancelledWatches = handles.closeLoop(self)
         let cancelledTimers = timers.cancelAll()
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)

@@ -99,6 +99,7 @@ public final class Runtime: @unchecked Sendable {
             do throws(ChromaError) {
                 try loop.start()
             } catch {
+                pool.close()
                 for started in loops[..<i] { started.requestStop() }
                 for started in loops[..<i] { started.join() }
                 state.store(Lifecycle.stopped.rawValue, ordering: .releasing)
@@ -129,6 +130,7 @@ public final class Runtime: @unchecked Sendable {
                 // Nothing runs yet; a start() racing with this sees .stopped and fails.
                 if state.compareExchange(expected: current, desired: Lifecycle.stopped.rawValue,
                                          ordering: .acquiringAndReleasing).exchanged {
+                    pool.close()
                     stopped.open()
                     return
                 }
@@ -172,6 +174,10 @@ public final class Runtime: @unchecked Sendable {
     private func refuseOnLoopThread(_ operation: String) throws(ChromaError) {
         if chroma_current_loop() != nil {
             throw .invalidState(operation: operation, reason: "called on a loop thread, it would wait for itself; call stop()")
+        }
+        if chroma_is_pool_worker() != 0 {
+            throw .invalidState(operation: operation,
+                                reason: "called from blocking-pool work, which shutdown waits for; call stop()")
         }
     }
 
