@@ -224,13 +224,7 @@ final class BlockingPoolTests: XCTestCase {
                 }
             })
         }
-        let finished = Signal()
-        let report = Locked<ShutdownReport?>(nil)
-        Thread.detachNewThread {
-            let r = try? runtime.shutdown()
-            report.withLock { $0 = r }
-            finished.fire()
-        }
+        let (finished, report) = shutdownInBackground(runtime)
         XCTAssertTrue(finished.wait(seconds: 60), "shutdown finished")
         XCTAssertTrue(completions.snapshot.allSatisfy { $0 == 1 }, "exactly one completion per job")
         XCTAssertEqual(succeeded.current + cancelled.current, count)
@@ -306,13 +300,7 @@ final class BlockingPoolShutdownTests: XCTestCase {
             return timerFired.wait(seconds: 20)
         }, completion: { result in outcome.withLock { $0 = try? result.get() } })
         XCTAssertTrue(started.wait())
-        let finished = Signal()
-        let report = Locked<ShutdownReport?>(nil)
-        Thread.detachNewThread {
-            let r = try? runtime.shutdown()
-            report.withLock { $0 = r }
-            finished.fire()
-        }
+        let (finished, report) = shutdownInBackground(runtime)
         XCTAssertTrue(finished.wait(seconds: 30), "shutdown returned")
         XCTAssertEqual(outcome.snapshot, true, "the timer fired while shutdown waited for the job, and its completion ran")
         XCTAssertEqual(report.snapshot?.cancelledTimers, 0, "the timer had fired, not been cancelled")

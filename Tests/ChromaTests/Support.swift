@@ -100,3 +100,16 @@ func waitFor<T: Sendable>(_ what: String = "a completion", seconds: Double = 20,
     guard done.wait(seconds: seconds), let value = box.snapshot else { throw TimedOut(what: what) }
     return value
 }
+
+/// Calls `runtime.shutdown()` on a plain thread, so the test can wait for it with a
+/// deadline; the signal fires when it returned, with its report stored.
+func shutdownInBackground(_ runtime: Runtime) -> (finished: Signal, report: Locked<ShutdownReport?>) {
+    let finished = Signal()
+    let report = Locked<ShutdownReport?>(nil)
+    Thread.detachNewThread {
+        let r = try? runtime.shutdown()
+        report.withLock { $0 = r }
+        finished.fire()
+    }
+    return (finished, report)
+}

@@ -201,33 +201,14 @@ public final class BlockingPool: @unchecked Sendable {
     /// created (the pool goes on with the workers it has).
     private func spawnWorker() -> Bool {
         let worker = Worker(index: workers.count)
-        let box = Unmanaged.passRetained(WorkerStart(pool: self, worker: worker, runtime: runtime)).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { raw in
-            let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
-            start.pool.workerMain(start.worker)
-            _ = start.runtime  // the thread keeps the runtime alive until it exits
-            return nil
-        }, box)
-        if rc != 0 {
-            Unmanaged<WorkerStart>.fromOpaque(box).release()
-            return false
-        }
+        let runtime: Runtime = self.runtime
+        guard case .success(let tid) = startThread({ [self] in
+            _ = runtime  // held until the thread exits
+            workerMain(worker)
+        }) else { return false }
         worker.thread = tid
         workers.append(worker)
         return true
-    }
-
-    private final class WorkerStart: @unchecked Sendable {
-        // Safe to send: immutable.
-        let pool: BlockingPool
-        let worker: Worker
-        let runtime: Runtime
-        init(pool: BlockingPool, worker: Worker, runtime: Runtime) {
-            self.pool = pool
-            self.worker = worker
-            self.runtime = runtime
-        }
     }
 
     private func workerMain(_ worker: Worker) {

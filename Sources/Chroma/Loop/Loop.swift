@@ -65,21 +65,18 @@ final class Loop: @unchecked Sendable {
     /// Starts the thread; returns once the base exists (or with the error that stopped it).
     /// The thread holds a strong reference to the runtime until it exits.
     func start() throws(ChromaError) {
-        let started = Latch()
-        let box = StartBox(loop: self, runtime: runtime, started: started)
-        let context = Unmanaged.passRetained(box).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { raw in
-            let box = Unmanaged<StartBox>.fromOpaque(raw!).takeRetainedValue()
-            box.loop.threadMain(box)
-            return nil
-        }, context)
-        if rc != 0 {
-            Unmanaged<StartBox>.fromOpaque(context).release()
-            throw .system(operation: "Runtime.start", call: "pthread_create", errno: rc)
+        let box = StartBox()
+        let runtime: Runtime = self.runtime
+        switch startThread({ [self] in
+            _ = runtime  // held until the thread exits
+            threadMain(box)
+        }) {
+        case .success(let tid):
+            thread = tid
+        case .failure(let error):
+            throw .system(operation: "Runtime.start", call: "pthread_create", errno: error.code)
         }
-        thread = tid
-        started.wait()
+        box.started.wait()
         if let error = box.error { throw error }
     }
 
@@ -99,15 +96,8 @@ final class Loop: @unchecked Sendable {
     private final class StartBox: @unchecked Sendable {
         // Safe to send: `error` is written by the loop thread before `started.open()` and
         // read by the starter after `started.wait()`; the latch orders the two.
-        let loop: Loop
-        let runtime: Runtime
-        let started: Latch
+        let started = Latch()
         var error: ChromaError?
-        init(loop: Loop, runtime: Runtime, started: Latch) {
-            self.loop = loop
-            self.runtime = runtime
-            self.started = started
-        }
     }
 
     private func threadMain(_ box: StartBox) {
