@@ -15,10 +15,10 @@ public struct Color: Hashable, Sendable, CustomStringConvertible {
     /// The color's number.
     public let rawValue: UInt64
 
-    /// A color with the given number, below 2⁶³ (Chroma keeps the top bit of a queued
-    /// job's color word to tell its two kinds of job apart; see `Job`).
+    /// A color with the given number, below 2⁶² (Chroma keeps the top two bits of a queued
+    /// job's color word to tell its three kinds of job apart; see `Job`).
     public init(_ rawValue: UInt64) {
-        precondition(rawValue < 1 << 63, "Color(\(rawValue)): colors are below 2^63")
+        precondition(rawValue < 1 << 62, "Color(\(rawValue)): colors are below 2^62")
         self.rawValue = rawValue
     }
 

@@ -420,7 +420,7 @@ struct CompletionBatch: ~Copyable {
 
     /// Posts every job to its color's loop, in order per loop, and empties the batch.
     mutating func post(_ runtime: Runtime) {
-        for i in 0..<count { loops[i] = runtime.loopIndex(of: Color(unchecked: (jobs + i).pointee.tagged & ~Job.functionTag)) }
+        for i in 0..<count { loops[i] = runtime.loopIndex(of: Color(unchecked: (jobs + i).pointee.tagged & Job.colorMask)) }
         var done = 0
         while done < count {
             // The next loop with jobs left: gather its jobs, in order, and post them at once.

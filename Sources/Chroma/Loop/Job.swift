@@ -8,8 +8,9 @@ import CChroma
 /// fastest path (libasync's `cpucb(cb, arg)`).
 ///
 /// The record is trivial and 24 bytes: `tagged` is the color, with the top bit set for a
-/// function job; `word0`/`word1` are the function and its context, or a closure's two
-/// words (entry point, retained context). Size matters: in cross-thread posting every job
+/// function job and the next for an executor job; `word0`/`word1` are the function and its
+/// context, a closure's two words (entry point, retained context), or a Swift concurrency
+/// job and its `ColorExecutor`. Size matters: in cross-thread posting every job
 /// crosses between cores through the cache, and a 40-byte record (function, context and
 /// closure side by side) measurably halved the C peer's rate when given the same size.
 /// Ownership: a closure job's record owns one reference to the closure's context; the
@@ -21,6 +22,10 @@ struct Job {
     @usableFromInline let word1: UnsafeRawPointer?
 
     @usableFromInline static var functionTag: UInt64 { 1 << 63 }
+    /// The tag of an executor job: a Swift concurrency job for a `ColorExecutor`.
+    @usableFromInline static var executorTag: UInt64 { 1 << 62 }
+    /// The color bits of `tagged`.
+    @usableFromInline static var colorMask: UInt64 { (1 << 62) - 1 }
 
     /// A closure at its natural abstraction: a struct field, so it is stored as the two
     /// words of a thick function (a bare generic pointee would be reabstracted).
@@ -53,14 +58,25 @@ struct Job {
         word1 = UnsafeRawPointer(context)
     }
 
+    /// A Swift concurrency job for `executor` (a `ColorExecutor`, not retained: a color
+    /// executor lives as long as the actors and tasks that use it, which outlive their jobs).
+    @inlinable @inline(__always)
+    init(color: UInt64, executorJob job: UnsafeRawPointer, executor: UnsafeRawPointer) {
+        tagged = color | Job.executorTag
+        word0 = job
+        word1 = executor
+    }
+
     /// Sets the thread's current color and runs the job in `slot`, leaving the slot
     /// uninitialized. Reads what it needs before calling: the call may grow (move) the
     /// queue the slot lives in.
     @inline(__always) static func run(consuming slot: UnsafeMutablePointer<Job>) {
         let tagged = slot.pointee.tagged
-        chroma_set_current_color(tagged & ~functionTag)
+        chroma_set_current_color(tagged & colorMask)
         if tagged & functionTag != 0 {
             callFunction(slot.pointee.word0, slot.pointee.word1)
+        } else if tagged & executorTag != 0 {
+            ColorQueue.run(job: slot.pointee.word0.unsafelyUnwrapped, executor: slot.pointee.word1.unsafelyUnwrapped)
         } else {
             runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         }
@@ -85,7 +101,7 @@ struct Job {
 
     /// Drops the job without running it (only at deinit, for jobs that never ran).
     static func discard(_ slot: UnsafeMutablePointer<Job>) {
-        if slot.pointee.tagged & functionTag == 0 {
+        if slot.pointee.tagged & (functionTag | executorTag) == 0 {
             discardClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         }
     }

@@ -15,6 +15,7 @@ import Glibc
 /// a run of jobs to one color pays 16 bytes a job. A record is either
 /// - a marker: `word0 == Mailbox.marker`, `word1` = the color of the jobs that follow;
 /// - a function job: `word0` = the C function with the top bit set, `word1` = its context;
+/// - an executor job: `word0` = the Swift job with bit 62 set, `word1` = its `ColorExecutor`;
 /// - a closure job: the closure's two words (entry point, retained context).
 /// Code addresses never have the top bit set in a Linux user-space process, which `push`
 /// checks for function pointers.
@@ -44,7 +45,8 @@ struct Mailbox {
 
     @usableFromInline static var marker: UInt { .max }
     @usableFromInline static var functionBit: UInt { 1 << 63 }
-    /// "No color yet": colors are below 2⁶³, so this never matches a real one.
+    @usableFromInline static var executorBit: UInt { 1 << 62 }
+    /// "No color yet": colors are below 2⁶², so this never matches a real one.
     @usableFromInline static var noColor: UInt64 { .max }
 
     @usableFromInline
@@ -117,11 +119,14 @@ struct Mailbox {
 
     /// The record a job travels as, and its color.
     @inlinable @inline(__always) static func record(for job: borrowing Job) -> (UInt64, Record) {
-        let color = job.tagged & ~Job.functionTag
+        let color = job.tagged & Job.colorMask
         var word0 = UInt(bitPattern: job.word0)
         if job.tagged & Job.functionTag != 0 {
             precondition(word0 & Mailbox.functionBit == 0, "a code address with the top bit set")
             word0 |= Mailbox.functionBit
+        } else if job.tagged & Job.executorTag != 0 {
+            precondition(word0 & (Mailbox.functionBit | Mailbox.executorBit) == 0, "a job address with a top bit set")
+            word0 |= Mailbox.executorBit
         }
         return (color, Record(word0, UInt(bitPattern: job.word1)))
     }
@@ -194,6 +199,9 @@ struct Mailbox {
                 if word0 & functionBit != 0 {
                     Job.callFunction(UnsafeRawPointer(bitPattern: word0 & ~functionBit),
                                      UnsafeRawPointer(bitPattern: record.pointee.word1))
+                } else if word0 & executorBit != 0 {
+                    ColorQueue.run(job: UnsafeRawPointer(bitPattern: word0 & ~executorBit).unsafelyUnwrapped,
+                                      executor: UnsafeRawPointer(bitPattern: record.pointee.word1).unsafelyUnwrapped)
                 } else {
                     Job.runClosure(at: UnsafeMutableRawPointer(record))
                 }
@@ -208,7 +216,7 @@ struct Mailbox {
     static func discard(_ batch: UnsafeMutableBufferPointer<Record>) {
         for i in 0..<batch.count {
             let word0 = batch[i].word0
-            if word0 != marker && word0 & functionBit == 0 {
+            if word0 != marker && word0 & (functionBit | executorBit) == 0 {
                 Job.discardClosure(at: UnsafeMutableRawPointer(batch.baseAddress! + i))
             }
         }

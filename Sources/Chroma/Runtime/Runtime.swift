@@ -35,6 +35,8 @@ public final class Runtime: @unchecked Sendable {
     private let stopped = Latch()
     private let reportLock = Lock()
     private let joinLock = Lock()  // held while joining; never taken by loop threads
+    /// One `ColorExecutor` per color while it is in use.
+    let executors = ExecutorTable()
     /// The worker-thread pool behind `blocking(on:lane:_:completion:)` and `files`.
     public let pool: BlockingPool
     private var report = ShutdownReport()
