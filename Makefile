@@ -27,17 +27,23 @@ examples: setup
 	$(SWIFT) build -c release --product chroma-ticker
 	$(SWIFT) build -c release --product chroma-copy
 
-# The raw-C libevent peer the dispatch table compares against.
+# Peers: the raw-C libevent program the dispatch table compares against, and the SwiftNIO
+# package the hop table compares against (its own package; its first build takes a few
+# minutes, and the hop table simply skips it if it cannot be built).
+NIO_HOP := Benchmarks/peers/nio-hop/.build/release/nio-hop
 peers: setup
 	@mkdir -p $(PEER_DIR)
 	$(CC) -O2 -o $(PEER_DIR)/c-dispatch Benchmarks/peers/c-libevent/dispatch.c \
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
+	@echo "building the SwiftNIO peer (Benchmarks/peers/nio-hop)"
+	@cd Benchmarks/peers/nio-hop && $(SWIFT) build -c release >/dev/null 2>&1 || echo "nio-hop peer not built; the hop table will skip it"
 
-# The default suite: release build, then the dispatch table with ratios to raw C.
+# The default suite: release build, then the dispatch, disk and hop tables with their ratios.
 bench: setup peers
 	$(SWIFT) build -c release --product chroma-bench
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
 
 clean:
-	rm -rf .build .build-tsan
+	rm -rf .build .build-tsan Benchmarks/peers/nio-hop/.build
