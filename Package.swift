@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "chroma-bench", targets: ["ChromaBench"]),
         .executable(name: "chroma-ticker", targets: ["Ticker"]),
         .executable(name: "chroma-copy", targets: ["Copy"]),
+        .executable(name: "chroma-copy-async", targets: ["CopyAsync"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
@@ -49,6 +50,11 @@ let package = Package(
             name: "Copy",
             dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
             path: "Examples/Copy"
+        ),
+        .executableTarget(
+            name: "CopyAsync",
+            dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
+            path: "Examples/CopyAsync"
         ),
         .testTarget(
             name: "ChromaTests",
