@@ -104,6 +104,8 @@ struct ColorQueue: @unchecked Sendable {
     let core: LoopCore
 
     init(runtime: Runtime, color: Color) {
+        precondition(MemoryLayout<UnownedJob>.size == MemoryLayout<UnsafeRawPointer>.size,
+                     "a Swift job reference travels as one pointer in a Job record")
         self.runtime = runtime
         self.color = color
         core = runtime.cores[runtime.loopIndex(of: color)]

@@ -73,12 +73,12 @@ struct Job {
     @inline(__always) static func run(consuming slot: UnsafeMutablePointer<Job>) {
         let tagged = slot.pointee.tagged
         chroma_set_current_color(tagged & colorMask)
-        if tagged & functionTag != 0 {
-            callFunction(slot.pointee.word0, slot.pointee.word1)
-        } else if tagged & executorTag != 0 {
-            ColorQueue.run(job: slot.pointee.word0.unsafelyUnwrapped, executor: slot.pointee.word1.unsafelyUnwrapped)
-        } else {
+        if tagged & (functionTag | executorTag) == 0 {
             runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
+        } else if tagged & functionTag != 0 {
+            callFunction(slot.pointee.word0, slot.pointee.word1)
+        } else {
+            ColorQueue.run(job: slot.pointee.word0.unsafelyUnwrapped, executor: slot.pointee.word1.unsafelyUnwrapped)
         }
     }
 
