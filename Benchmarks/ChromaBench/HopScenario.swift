@@ -36,11 +36,13 @@ struct HopCommand: ParsableCommand {
         }
         let haveNIO = isExecutable(nioPeer)
         var samples: [String: [Double]] = [:]
-        let names = ["chroma cross-color", "default actor cross", "chroma same-color", "default actor 1 caller"]
-            + (haveNIO ? ["nio actor cross"] : [])
+        let names = ["chroma cross-color", "chroma cross-color, task executors", "default actor cross",
+                     "chroma same-color", "default actor 1 caller"] + (haveNIO ? ["nio actor cross"] : [])
         for round in 1...rounds {
             progress("round \(round)/\(rounds): chroma, \(callers) callers on other colors")
             samples["chroma cross-color", default: []].append(try measureChroma(sameColor: false))
+            progress("round \(round)/\(rounds): chroma, \(callers) tasks preferring other colors' task executors")
+            samples["chroma cross-color, task executors", default: []].append(try measureChroma(sameColor: false, taskExecutors: true))
             progress("round \(round)/\(rounds): default actor, \(callers) callers")
             samples["default actor cross", default: []].append(measureDefault(callers: callers))
             progress("round \(round)/\(rounds): chroma, caller on the same color")
@@ -79,22 +81,24 @@ struct HopCommand: ParsableCommand {
         }
         print("chroma-bench hop   (\(machine.nproc) cores, \(machine.cpu))")
         print("actor calls per second; \(loops) loop(s); \(callers) caller tasks in the cross cases; \(duration)s per measurement, median of \(rounds) rounds")
-        let widths = [26, 12]
+        let widths = [36, 12]
         print(zip(["system", "M calls/s"], widths).map { $0.padded(to: $1) }.joined(separator: " "))
         for row in report.rows {
             print(zip([row.name, fixed(row.opsPerSecond / 1e6, 2)], widths).map { $0.padded(to: $1) }.joined(separator: " "))
         }
         for ratio in report.ratios { print("\(ratio.name): \(fixed(ratio.value, 2))x") }
         if !haveNIO { print("nio peer skipped (build it with `make bench`, or see \(nioPeer))") }
-        print("cross = each caller task runs on its own color (chroma) or the global executor (default actor, NIO);")
+        print("cross = each caller task runs on its own color (chroma: in an actor of that color, or nonisolated with that")
+        print("        color's task executor) or on the global executor (default actor, NIO);")
         print("same-color = an actor calls an actor of its own color: no hop; default actor 1 caller = one task calling a default actor")
     }
 
     // MARK: Measurements
 
-    /// Chroma: the target actor on color 0. Cross: `callers` tasks, each preferring its
-    /// own color's task executor. Same color: one actor of color 0 calls the target.
-    func measureChroma(sameColor: Bool) throws -> Double {
+    /// Chroma: the target actor on color 0. Cross: `callers` tasks, each isolated to an
+    /// actor of its own color (or, with `taskExecutors`, nonisolated tasks preferring their
+    /// color's task executor). Same color: one actor of color 0 calls the target.
+    func measureChroma(sameColor: Bool, taskExecutors: Bool = false) throws -> Double {
         let runtime = try Runtime(loops: loops)
         try runtime.start()
         defer { _ = try? runtime.shutdown() }
@@ -110,10 +114,20 @@ struct HopCommand: ParsableCommand {
                 done.signal()
             }
             done.wait()
-        } else {
+        } else if taskExecutors {
             for i in 0..<callers {
                 Task(executorPreference: runtime.taskExecutor(for: Color(UInt64(1 + i)))) {
                     total.value.add(UInt64(await hammer(target, until: deadline)), ordering: .relaxed)
+                    done.signal()
+                }
+            }
+            for _ in 0..<callers { done.wait() }
+        } else {
+            for i in 0..<callers {
+                // Each caller is a task isolated to an actor of its own color.
+                let caller = PinnedCaller(executor: runtime.executor(for: Color(UInt64(1 + i))))
+                Task {
+                    total.value.add(UInt64(await caller.hammer(target, until: deadline)), ordering: .relaxed)
                     done.signal()
                 }
             }

@@ -363,3 +363,21 @@ func runThisTestInChild(_ test: String) throws -> (signaled: Bool, code: Int32) 
     process.waitUntilExit()
     return (process.terminationReason == .uncaughtSignal, process.terminationStatus)
 }
+
+extension ConcurrencyTests {
+    /// A task preferring color A's task executor calls an actor on color B and comes back:
+    /// its nonisolated code runs as A again (on A's loop), never inline on B's loop.
+    func testReturningFromAnActorGoesBackToTheTasksColor() async throws {
+        let runtime = try startedRuntime(loops: 2)
+        let target = ColorActor(executor: runtime.executor(for: Color(0)), probe: OverlapProbe())
+        let wrong = try await Task(executorPreference: runtime.taskExecutor(for: Color(1))) { () async -> Int in
+            var wrong = 0
+            for _ in 0..<1000 {
+                _ = await target.increment()
+                if Color.current != Color(1) { wrong += 1 }
+            }
+            return wrong
+        }.value
+        XCTAssertEqual(wrong, 0, "after each call the task ran as its own color again")
+    }
+}
