@@ -27,6 +27,7 @@ examples: setup
 	$(SWIFT) build -c release --product chroma-ticker
 	$(SWIFT) build -c release --product chroma-copy
 	$(SWIFT) build -c release --product chroma-copy-async
+	$(SWIFT) build -c release --product chroma-echo
 
 # Peers: the raw-C libevent program the dispatch table compares against, and the SwiftNIO
 # package the hop table compares against (its own package; its first build takes a few

@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "chroma-ticker", targets: ["Ticker"]),
         .executable(name: "chroma-copy", targets: ["Copy"]),
         .executable(name: "chroma-copy-async", targets: ["CopyAsync"]),
+        .executable(name: "chroma-echo", targets: ["Echo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
@@ -46,6 +47,7 @@ let package = Package(
             path: "Benchmarks/ChromaBench"
         ),
         .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
+        .executableTarget(name: "Echo", dependencies: ["Chroma"], path: "Examples/Echo"),
         .executableTarget(
             name: "Copy",
             dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],

@@ -7,8 +7,12 @@
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
 
 // EV_* flags are macros Swift imports as Int32; events take short.
 static inline short chroma_ev_read(void) { return EV_READ; }
@@ -16,5 +20,18 @@ static inline short chroma_ev_write(void) { return EV_WRITE; }
 static inline short chroma_ev_persist(void) { return EV_PERSIST; }
 static inline short chroma_ev_signal(void) { return EV_SIGNAL; }
 static inline short chroma_ev_timeout(void) { return EV_TIMEOUT; }
+
+// bufferevent event bits (macros).
+static inline short chroma_bev_reading(void) { return BEV_EVENT_READING; }
+static inline short chroma_bev_writing(void) { return BEV_EVENT_WRITING; }
+static inline short chroma_bev_eof(void) { return BEV_EVENT_EOF; }
+static inline short chroma_bev_error(void) { return BEV_EVENT_ERROR; }
+static inline short chroma_bev_timeout(void) { return BEV_EVENT_TIMEOUT; }
+static inline short chroma_bev_connected(void) { return BEV_EVENT_CONNECTED; }
+
+// evconnlistener options (macros).
+static inline unsigned chroma_lev_options(void) {
+    return LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED;
+}
 
 #endif

@@ -87,7 +87,8 @@ enum FileCalls {
         var failure: Int32 = 0
         var reachedEnd = false
         // Errors name the path only: the descriptor is the read's own, never the caller's.
-        var bytes = [UInt8](unsafeUninitializedCapacity: sizeHint) { buffer, filled in
+        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
+        var bytes = sizeHint == 0 ? [] : [UInt8](unsafeUninitializedCapacity: sizeHint) { buffer, filled in
             filled = 0
             while filled < sizeHint {
                 let n = retrying { Glibc.read(fd.rawValue, buffer.baseAddress! + filled, sizeHint - filled) }

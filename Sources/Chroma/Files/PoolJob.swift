@@ -186,7 +186,8 @@ final class PreadJob: PoolJob, @unchecked Sendable {
         self.completion = completion
         // Bytes are claimed initialized without being written: `run` overwrites them (or
         // trims what the read did not reach) before anyone can see them.
-        buffer = [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
+        buffer = count == 0 ? [] : [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
         super.init(color: color, lane: lane)
     }
 

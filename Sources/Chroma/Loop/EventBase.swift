@@ -52,6 +52,12 @@ final class EventBase {
         event_base_loop(raw, EVLOOP_NO_EXIT_ON_EMPTY)
     }
 
+    /// Runs what is ready now (and pending finalizers) without waiting; owning thread only,
+    /// outside `dispatch()`.
+    func runPending() {
+        _ = event_base_loop(raw, EVLOOP_NONBLOCK)
+    }
+
     /// Makes `dispatch()` return after the current callback; owning thread only.
     func breakLoop() {
         event_base_loopbreak(raw)
@@ -137,4 +143,214 @@ final class PersistentEvent: @unchecked Sendable {
         // first, so this is a backstop for events whose loop never started.
         if let raw { event_free(raw) }
     }
+}
+
+// MARK: Sockets
+
+extension EventBase {
+    /// A bufferevent on `fd` (or, with -1, one that `connect` will give a socket). Loop
+    /// thread only.
+    func makeSocketBuffer(fd: Int32) throws(ChromaError) -> SocketBuffer {
+        guard let bev = bufferevent_socket_new(raw, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            throw .system(operation: "connection", call: "bufferevent_socket_new", errno: errno)
+        }
+        return SocketBuffer(raw: bev)
+    }
+
+    /// A listening socket on `address` with SO_REUSEPORT, so one per loop can share a port.
+    /// Any thread (the base is locked); free it on the loop's thread.
+    func makeListener(address: UnsafePointer<sockaddr>, length: socklen_t, backlog: Int32,
+                      onAccept: @escaping (Int32) -> Void, onError: @escaping (SocketListener, Int32) -> Void) throws(ChromaError) -> SocketListener {
+        let listener = SocketListener(onAccept: onAccept, onError: onError)
+        let context = Unmanaged.passUnretained(listener).toOpaque()
+        guard let raw = evconnlistener_new_bind(raw, listenerAcceptCallback, context, chroma_lev_options(), backlog, address, Int32(length)) else {
+            throw .system(operation: "listen", call: "evconnlistener_new_bind", errno: errno)
+        }
+        evconnlistener_set_error_cb(raw, listenerErrorCallback)
+        // Created disabled: `raw` is set before the first accept can read it, and enabling
+        // takes the base's lock, which orders the two for the loop thread.
+        listener.raw = raw
+        evconnlistener_enable(raw)
+        return listener
+    }
+}
+
+/// A libevent bufferevent: a socket with input and output buffers. Everything on the
+/// owning loop's thread: created, used and freed there (the callbacks come there too).
+final class SocketBuffer {
+    private var raw: OpaquePointer?
+    /// Called with the readable data still in the input buffer; with `writeDrained` once the
+    /// output buffer fell to the low watermark; with `event` for EOF, errors, timeouts and
+    /// connection completion (`BEV_EVENT_*` bits).
+    var onRead: () -> Void = {}
+    var onWriteDrained: () -> Void = {}
+    var onEvent: (SocketEvent) -> Void = { _ in }
+
+    fileprivate init(raw: OpaquePointer) {
+        self.raw = raw
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(raw, socketReadCallback, socketWriteCallback, socketEventCallback, context)
+    }
+
+    var fd: Int32 { raw.map { bufferevent_getfd($0) } ?? -1 }
+    var isOpen: Bool { raw != nil }
+
+    func enable(read: Bool, write: Bool) {
+        guard let raw else { return }
+        let flags = (read ? chroma_ev_read() : 0) | (write ? chroma_ev_write() : 0)
+        bufferevent_enable(raw, flags)
+    }
+
+    func disableReading() {
+        if let raw { bufferevent_disable(raw, chroma_ev_read()) }
+    }
+
+    /// Read and write timeouts (nil: none). The read timeout fires when nothing arrives for
+    /// that long while reading is enabled: an idle timeout.
+    func setTimeouts(read: Duration?, write: Duration?) {
+        guard let raw else { return }
+        func timeval(_ d: Duration) -> Glibc.timeval {
+            let (s, atto) = d.components
+            return Glibc.timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
+        }
+        var r = read.map(timeval), w = write.map(timeval)
+        withUnsafePointer(to: &r) { rp in
+            withUnsafePointer(to: &w) { wp in
+                let rptr = read == nil ? nil : UnsafeRawPointer(rp).assumingMemoryBound(to: Glibc.timeval.self)
+                let wptr = write == nil ? nil : UnsafeRawPointer(wp).assumingMemoryBound(to: Glibc.timeval.self)
+                _ = bufferevent_set_timeouts(raw, rptr, wptr)
+            }
+        }
+    }
+
+    /// Stop reading from the socket while the input holds `readHigh` bytes (0: no limit);
+    /// call `onWriteDrained` when the output falls to `writeLow`.
+    func setWatermarks(readHigh: Int, writeLow: Int) {
+        guard let raw else { return }
+        bufferevent_setwatermark(raw, chroma_ev_read(), 0, readHigh)
+        bufferevent_setwatermark(raw, chroma_ev_write(), writeLow, 0)
+    }
+
+    var inputLength: Int { raw.map { evbuffer_get_length(bufferevent_get_input($0)) } ?? 0 }
+    var outputLength: Int { raw.map { evbuffer_get_length(bufferevent_get_output($0)) } ?? 0 }
+
+    /// Removes and returns one line (CRLF or LF ending, not included), or nil if no whole
+    /// line is buffered yet.
+    func readLine() -> [UInt8]? {
+        guard let raw else { return nil }
+        var length = 0
+        guard let line = evbuffer_readln(bufferevent_get_input(raw), &length, EVBUFFER_EOL_CRLF) else { return nil }
+        defer { Glibc.free(line) }
+        return [UInt8](UnsafeRawBufferPointer(start: line, count: length))
+    }
+
+    /// Removes and returns everything buffered.
+    func readAll() -> [UInt8] {
+        guard let raw else { return [] }
+        let input = bufferevent_get_input(raw)
+        let length = evbuffer_get_length(input)
+        // Never ask for capacity 0: the stdlib then writes the shared empty array's count,
+        // a benign race that ThreadSanitizer reports when two loops do it at once.
+        guard length > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            count = max(0, Int(evbuffer_remove(input, buffer.baseAddress, length)))
+        }
+    }
+
+    /// Appends to the output buffer; libevent writes it when the socket is writable.
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let raw, bytes.count > 0 else { return }
+        _ = bufferevent_write(raw, bytes.baseAddress, bytes.count)
+    }
+
+    /// Starts a non-blocking connect (for a buffer made with fd -1).
+    func connect(_ address: UnsafePointer<sockaddr>, length: socklen_t) -> Bool {
+        guard let raw else { return false }
+        return bufferevent_socket_connect(raw, address, Int32(length)) == 0
+    }
+
+    /// Frees the bufferevent and closes the socket. Idempotent.
+    func free() {
+        if let raw {
+            bufferevent_free(raw)
+            self.raw = nil
+        }
+    }
+
+    deinit { free() }
+}
+
+private func socketReadCallback(_ bev: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<SocketBuffer>.fromOpaque(context!).takeUnretainedValue().onRead()
+}
+
+private func socketWriteCallback(_ bev: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<SocketBuffer>.fromOpaque(context!).takeUnretainedValue().onWriteDrained()
+}
+
+private func socketEventCallback(_ bev: OpaquePointer?, _ what: Int16, _ context: UnsafeMutableRawPointer?) {
+    let event = SocketEvent(endOfInput: what & chroma_bev_eof() != 0, error: what & chroma_bev_error() != 0,
+                            timeout: what & chroma_bev_timeout() != 0, whileWriting: what & chroma_bev_writing() != 0,
+                            connected: what & chroma_bev_connected() != 0, errno: errno)
+    Unmanaged<SocketBuffer>.fromOpaque(context!).takeUnretainedValue().onEvent(event)
+}
+
+/// What a bufferevent reported (its `BEV_EVENT_*` bits), and errno at that moment.
+struct SocketEvent {
+    var endOfInput: Bool
+    var error: Bool
+    var timeout: Bool
+    var whileWriting: Bool
+    var connected: Bool
+    var errno: Int32
+}
+
+/// A libevent listener (evconnlistener). Accepts come on the loop's thread.
+final class SocketListener: @unchecked Sendable {
+    // Safe to send: `raw` is set before the listener is enabled (see `makeListener`) and
+    // afterwards used and freed only on the owning loop's thread; callers off that thread
+    // only hold the object to hand it back there.
+    fileprivate var raw: OpaquePointer?
+    fileprivate let onAccept: (Int32) -> Void
+    fileprivate let onError: (SocketListener, Int32) -> Void
+
+    fileprivate init(onAccept: @escaping (Int32) -> Void, onError: @escaping (SocketListener, Int32) -> Void) {
+        self.onAccept = onAccept
+        self.onError = onError
+    }
+
+    /// The port the socket is bound to (the real one when asked for port 0).
+    var port: UInt16 {
+        guard let raw else { return 0 }
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(evconnlistener_get_fd(raw), $0, &length) }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    func enable() { if let raw { evconnlistener_enable(raw) } }
+    func disable() { if let raw { evconnlistener_disable(raw) } }
+
+    /// Frees the listener and closes its socket. On the loop's thread. Idempotent.
+    func free() {
+        if let raw {
+            evconnlistener_free(raw)
+            self.raw = nil
+        }
+    }
+}
+
+private func listenerAcceptCallback(_ listener: OpaquePointer?, _ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?,
+                                    _ length: Int32, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<SocketListener>.fromOpaque(context!).takeUnretainedValue().onAccept(fd)
+}
+
+private func listenerErrorCallback(_ listener: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    let error = errno
+    let listener = Unmanaged<SocketListener>.fromOpaque(context!).takeUnretainedValue()
+    listener.onError(listener, error)
 }

@@ -19,6 +19,10 @@ final class Loop: @unchecked Sendable {
     let handles: HandleTable
     private(set) var core: LoopCore!
     let timers = TimerQueue()
+    /// Connections and listeners on this loop, closed by the shutdown sweep.
+    let sockets = LoopSockets()
+    /// Counts the fresh colors `Runtime.makeColor(onLoop:)` made for this loop.
+    let nextColor = Atomic<UInt64>(0)
     private var base: EventBase?
     private var wakeupEvent: PersistentEvent?
     private let stopRequested = Atomic<Bool>(false)
@@ -121,6 +125,10 @@ final class Loop: @unchecked Sendable {
         // From here on other threads may read `base` (HandleTable.register, under its lock).
         box.started.open()
         _ = base!.dispatch()
+        // libevent frees bufferevents and listeners through finalizers that run in the
+        // loop; the shutdown sweep queued some just before the loop broke. One more
+        // non-blocking pass runs them, so their sockets are closed now, not at base free.
+        base!.runPending()
         teardown()
     }
 
@@ -219,6 +227,7 @@ final class Loop: @unchecked Sendable {
         }
         guard !finished else { return }
         finished = true
+        _ = sockets.closeAll()
         let cancelledWatches = handles.closeLoop(self)
         let cancelledTimers = timers.cancelAll()
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)
@@ -238,5 +247,59 @@ final class Loop: @unchecked Sendable {
     func makeEvent(fd: Int32, flags: Int16, handler: @escaping (Int16) -> Void) throws(ChromaError) -> PersistentEvent {
         guard let base else { throw .shutDown(operation: "event_new") }
         return try base.makeEvent(fd: fd, flags: flags, handler: handler)
+    }
+
+    /// A bufferevent on `fd` (-1 for an outgoing connection). Loop thread only.
+    func makeSocketBuffer(fd: Int32) throws(ChromaError) -> SocketBuffer {
+        preconditionOnLoop("makeSocketBuffer")
+        guard let base else { throw .shutDown(operation: "connection") }
+        return try base.makeSocketBuffer(fd: fd)
+    }
+
+    /// A listening socket on this loop's base. Any thread while the loop is open (the
+    /// caller registers it in `sockets`, whose lock orders it before the loop's sweep).
+    func makeListener(address: UnsafePointer<sockaddr>, length: socklen_t, backlog: Int32,
+                      onAccept: @escaping (Int32) -> Void, onError: @escaping (SocketListener, Int32) -> Void) throws(ChromaError) -> SocketListener {
+        guard let base else { throw .shutDown(operation: "listen") }
+        return try base.makeListener(address: address, length: length, backlog: backlog, onAccept: onAccept, onError: onError)
+    }
+}
+
+/// Something on a loop that holds sockets (a connection, a listener) and must release them
+/// on that loop's thread when the runtime shuts down.
+protocol SocketOwner: AnyObject {
+    /// Loop thread, during the shutdown sweep: close at once, reporting `.shutdown`.
+    func closeForShutdown()
+}
+
+/// The socket owners live on one loop. Registering takes a lock, so nothing can slip onto a
+/// loop after its shutdown sweep: `register` then returns false.
+final class LoopSockets: @unchecked Sendable {
+    // Safe to share: `owners` and `closed` are only touched with `lock` held.
+    private let lock = Lock()
+    private var owners: [ObjectIdentifier: SocketOwner] = [:]
+    private var closed = false
+
+    func register(_ owner: SocketOwner) -> Bool {
+        lock.withLock {
+            guard !closed else { return false }
+            owners[ObjectIdentifier(owner)] = owner
+            return true
+        }
+    }
+
+    func unregister(_ owner: SocketOwner) {
+        lock.withLock { owners[ObjectIdentifier(owner)] = nil }
+    }
+
+    /// Loop thread, at shutdown: closes every owner; returns how many there were.
+    func closeAll() -> Int {
+        let all = lock.withLock { () -> [SocketOwner] in
+            closed = true
+            defer { owners.removeAll() }
+            return Array(owners.values)
+        }
+        for owner in all { owner.closeForShutdown() }
+        return all.count
     }
 }

@@ -109,6 +109,10 @@ public final class Runtime: @unchecked Sendable {
                 throw error
             }
         }
+        // A peer that resets a connection mid-write must not kill the process: writes to it
+        // fail with EPIPE instead (libevent writes sockets with writev, which has no
+        // MSG_NOSIGNAL).
+        signal(SIGPIPE, SIG_IGN)
         state.store(Lifecycle.running.rawValue, ordering: .releasing)
     }
 

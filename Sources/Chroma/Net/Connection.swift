@@ -1,0 +1,274 @@
+import CChroma
+import Glibc
+import SystemPackage
+
+/// Why a connection closed; passed once to the `onClose` handler.
+public enum CloseReason: Sendable, Equatable {
+    /// The peer closed its side (end of input), and everything queued was written.
+    case peerClosed
+    /// `close()` was called, and everything queued was written.
+    case closedLocally
+    /// Nothing arrived within the read timeout (the idle timeout).
+    case readTimeout
+    /// Queued output could not be written within the write timeout.
+    case writeTimeout
+    /// A line grew past the `onLines` limit without an end of line.
+    case lineTooLong
+    /// The socket failed (a reset peer gives `ECONNRESET` or `EPIPE`).
+    case error(Errno)
+    /// The runtime shut down.
+    case shutdown
+}
+
+/// A TCP connection on libevent's bufferevents: created, used and freed on the loop that
+/// owns its color. Every handler runs on the connection's color, so one connection's
+/// handlers never overlap, and different connections (different colors) run in parallel.
+///
+/// ```swift
+/// try runtime.listen(port: 7000) { connection in
+///     connection.setTimeouts(read: .seconds(30))          // idle timeout
+///     connection.onLines { line in connection.write(line + [UInt8(ascii: "\n")]) }
+/// }
+/// ```
+///
+/// Threading: every method may be called from any thread; from anywhere but the
+/// connection's color it is queued to that color (so calls keep their order). Set the
+/// handlers in the accept handler (which runs on the color) so no input is missed; input
+/// that arrives before a reader is set waits in the buffer.
+///
+/// Backpressure: `write` queues bytes in the output buffer and never blocks. When the
+/// buffer holds `highWatermark` bytes or more, `isWritable` is false; `onWritable` runs once
+/// it has drained to `lowWatermark`. Reading stops while unread input exceeds
+/// `highWatermark` (a slow handler is not flooded).
+public final class Connection: @unchecked Sendable {
+    // Safe to share: every mutable field is read and written only on the connection's color
+    // (its owning loop's thread, running as the color); public methods called from
+    // elsewhere are queued to the color first.
+    /// The connection's color: its handlers run as this color.
+    public let color: Color
+    /// The runtime the connection lives on.
+    public let runtime: Runtime
+    /// The peer's address, "host:port".
+    public let peer: String
+    let loop: Loop
+    private var socket: SocketBuffer?
+    private var reader: Reader = .none
+    private var writableHandler: (@Sendable () -> Void)?
+    private var closeHandler: (@Sendable (CloseReason) -> Void)?
+    private var closing: CloseReason?
+    private var shutdownWriteRequested = false
+    private var closed = false
+    /// Output bytes above which `isWritable` is false (default 1 MiB).
+    public private(set) var highWatermark = 1 << 20
+    /// Output bytes at or below which `onWritable` runs again (default 64 KiB).
+    public private(set) var lowWatermark = 64 << 10
+
+    private enum Reader {
+        case none
+        case bytes(@Sendable ([UInt8]) -> Void)
+        case lines(maxLength: Int, @Sendable ([UInt8]) -> Void)
+    }
+
+    /// Loop thread: wraps an accepted or connected socket.
+    init(runtime: Runtime, loop: Loop, color: Color, socket: SocketBuffer, peer: String) {
+        self.runtime = runtime
+        self.loop = loop
+        self.color = color
+        self.socket = socket
+        self.peer = peer
+        socket.onRead = { [unowned self] in loop.runAs(color.rawValue) { self.readAvailable() } }
+        socket.onWriteDrained = { [unowned self] in loop.runAs(color.rawValue) { self.outputDrained() } }
+        socket.onEvent = { [unowned self] what in loop.runAs(color.rawValue) { self.socketEvent(what) } }
+        socket.setWatermarks(readHigh: highWatermark, writeLow: lowWatermark)
+    }
+
+    /// Loop thread: starts reading and writing.
+    func start() {
+        socket?.enable(read: true, write: true)
+    }
+
+    // MARK: Handlers
+
+    /// Delivers input as it arrives, in chunks of whatever size the socket gave.
+    public func onBytes(_ handler: @escaping @Sendable ([UInt8]) -> Void) {
+        onColor { [self] in
+            reader = .bytes(handler)
+            readAvailable()
+        }
+    }
+
+    /// Delivers input one line at a time (ending in LF or CRLF, which is removed). A partial
+    /// line waits for the rest. A line longer than `maxLength` closes the connection with
+    /// `.lineTooLong`; input that ends without a final newline is delivered as a last line.
+    public func onLines(maxLength: Int = 64 << 10, _ handler: @escaping @Sendable ([UInt8]) -> Void) {
+        onColor { [self] in
+            reader = .lines(maxLength: maxLength, handler)
+            readAvailable()
+        }
+    }
+
+    /// Runs when the output buffer drains to `lowWatermark` after `isWritable` went false.
+    public func onWritable(_ handler: @escaping @Sendable () -> Void) {
+        onColor { [self] in writableHandler = handler }
+    }
+
+    /// Runs once when the connection closes, with the reason.
+    public func onClose(_ handler: @escaping @Sendable (CloseReason) -> Void) {
+        onColor { [self] in
+            if closed {
+                handler(closing ?? .closedLocally)
+            } else {
+                closeHandler = handler
+            }
+        }
+    }
+
+    // MARK: Settings
+
+    /// Read (idle) and write timeouts; nil turns one off. The read timeout closes a
+    /// connection that sends nothing for that long: a client that sends half a line and
+    /// stalls cannot hold its connection open (CS:APP 12.2.2's attack on event-driven
+    /// servers).
+    public func setTimeouts(read: Duration? = nil, write: Duration? = nil) {
+        onColor { [self] in socket?.setTimeouts(read: read, write: write) }
+    }
+
+    /// Output watermarks (see the type's documentation). `low` must not exceed `high`.
+    public func setWatermarks(low: Int, high: Int) {
+        precondition(low >= 0 && low <= high && high > 0, "watermarks need 0 <= low <= high, high > 0")
+        onColor { [self] in
+            lowWatermark = low
+            highWatermark = high
+            socket?.setWatermarks(readHigh: high, writeLow: low)
+        }
+    }
+
+    /// False while the output buffer holds `highWatermark` bytes or more. On the color.
+    public var isWritable: Bool {
+        (socket?.outputLength ?? 0) < highWatermark
+    }
+
+    /// Bytes waiting in the output buffer. On the color.
+    public var pendingOutput: Int { socket?.outputLength ?? 0 }
+
+    // MARK: Writing and closing
+
+    /// Queues `bytes` for the peer. Never blocks; see `isWritable` for backpressure.
+    /// Writes after `close()` or `shutdownWrite()` are dropped.
+    public func write(_ bytes: [UInt8]) {
+        onColor { [self] in
+            guard closing == nil, !shutdownWriteRequested, let socket else { return }
+            bytes.withUnsafeBytes { socket.write($0) }
+        }
+    }
+
+    /// Queues `text` as UTF-8.
+    public func write(_ text: String) {
+        write(Array(text.utf8))
+    }
+
+    /// Half-close: once queued output is written, sends FIN (`shutdown(SHUT_WR)`); the peer
+    /// can still send, and reading goes on.
+    public func shutdownWrite() {
+        onColor { [self] in
+            guard closing == nil, !shutdownWriteRequested, let socket else { return }
+            shutdownWriteRequested = true
+            if socket.outputLength == 0 { _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR)) }
+        }
+    }
+
+    /// Graceful close: stops reading, writes what is queued, then closes and reports
+    /// `.closedLocally`.
+    public func close() {
+        onColor { [self] in beginClose(.closedLocally) }
+    }
+
+    // MARK: Internals (on the color)
+
+    private func onColor(_ body: @escaping @Sendable () -> Void) {
+        if loop.isCurrent && chroma_current_color() == color.rawValue {
+            body()
+        } else {
+            // A stopped runtime closed the connection already; nothing is left to do.
+            try? runtime.execute(on: color, body)
+        }
+    }
+
+    private func readAvailable() {
+        guard closing == nil, let socket else { return }
+        switch reader {
+        case .none:
+            return
+        case .bytes(let handler):
+            let bytes = socket.readAll()
+            if !bytes.isEmpty { handler(bytes) }
+        case .lines(let maxLength, let handler):
+            while closing == nil, let line = socket.readLine() {
+                if line.count > maxLength { return beginClose(.lineTooLong, flush: false) }
+                handler(line)
+            }
+            if closing == nil && socket.inputLength > maxLength { beginClose(.lineTooLong, flush: false) }
+        }
+    }
+
+    private func outputDrained() {
+        guard let socket else { return }
+        if let reason = closing {
+            if socket.outputLength == 0 { finishClose(reason) }
+            return
+        }
+        if shutdownWriteRequested && socket.outputLength == 0 { _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR)) }
+        if let handler = writableHandler, socket.outputLength <= lowWatermark { handler() }
+    }
+
+    private func socketEvent(_ event: SocketEvent) {
+        guard let socket else { return }
+        if event.endOfInput {
+            // Input ended: deliver what is left, then close once output is written.
+            if case .lines(_, let handler) = reader {
+                readAvailable()
+                let rest = socket.readAll()
+                if !rest.isEmpty && closing == nil { handler(rest) }
+            } else {
+                readAvailable()
+            }
+            beginClose(closing ?? .peerClosed)
+        } else if event.timeout {
+            beginClose(event.whileWriting ? .writeTimeout : .readTimeout, flush: false)
+        } else if event.error {
+            beginClose(.error(Errno(rawValue: event.errno == 0 ? ECONNRESET : event.errno)), flush: false)
+        }
+    }
+
+    /// Stops reading; closes now, or once the output is written when `flush`.
+    private func beginClose(_ reason: CloseReason, flush: Bool = true) {
+        guard !closed, let socket else { return }
+        if closing == nil { closing = reason }
+        socket.disableReading()
+        if !flush || socket.outputLength == 0 {
+            finishClose(closing!)
+        } else {
+            socket.setWatermarks(readHigh: highWatermark, writeLow: 0)
+        }
+    }
+
+    private func finishClose(_ reason: CloseReason) {
+        guard !closed else { return }
+        closed = true
+        closing = reason
+        socket?.free()
+        socket = nil
+        loop.sockets.unregister(self)
+        reader = .none
+        writableHandler = nil
+        let handler = closeHandler
+        closeHandler = nil
+        handler?(reason)
+    }
+}
+
+extension Connection: SocketOwner {
+    func closeForShutdown() {
+        loop.runAs(color.rawValue) { beginClose(.shutdown, flush: false) }
+    }
+}

@@ -1,0 +1,311 @@
+@testable import Chroma
+import Foundation
+import SystemPackage
+import XCTest
+
+/// A blocking test client on a plain socket, with receive timeouts so no test can hang.
+final class TestClient {
+    let fd: Int32
+
+    /// A socket not yet connected (so a test can create descriptors before lowering limits).
+    init() {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket: \(errno)")
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    convenience init(port: UInt16) throws {
+        self.init()
+        try connect(port: port)
+    }
+
+    func connect(port: UInt16) throws {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
+    }
+
+    func send(_ text: String) {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            sent += n
+        }
+    }
+
+    /// Reads until `count` bytes arrived, the peer closed, or the receive timeout.
+    func receive(_ count: Int) -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while result.count < count {
+            let n = recv(fd, &buffer, min(buffer.count, count - result.count), 0)
+            if n <= 0 { break }
+            result += buffer[..<n]
+        }
+        return result
+    }
+
+    /// True once the peer closed (recv returns 0) within the receive timeout.
+    func waitForClose() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    /// Closes with a reset (SO_LINGER 0) instead of a FIN.
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        Glibc.close(fd)
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// TCP: echo, many connections, the stalled half-line client, accept under EMFILE, a peer
+/// that resets mid-write, client connect, backpressure, shutdown.
+final class NetTests: XCTestCase {
+    /// An echo server recording how each connection closed.
+    private func echoServer(_ runtime: Runtime, readTimeout: Duration? = nil) throws -> (Listener, Locked<[CloseReason]>) {
+        let reasons = Locked<[CloseReason]>([])
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            XCTAssertEqual(Color.current, connection.color, "the accept handler runs on the connection's color")
+            if let readTimeout { connection.setTimeouts(read: readTimeout) }
+            connection.onLines { line in connection.write(line + [10]) }
+            connection.onClose { reason in reasons.withLock { $0.append(reason) } }
+        }
+        return (listener, reasons)
+    }
+
+    func testEchoLinesAndHalfClose() throws {
+        let runtime = try startedRuntime(loops: 2)
+        let (listener, reasons) = try echoServer(runtime)
+        XCTAssertGreaterThan(listener.port, 0)
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        client.send("hello\nworld\r\npart")
+        XCTAssertEqual(String(decoding: client.receive(12), as: UTF8.self), "hello\nworld\n", "CRLF and LF both end a line")
+        client.send("ial")
+        shutdown(client.fd, Int32(SHUT_WR))
+        XCTAssertEqual(String(decoding: client.receive(100), as: UTF8.self), "partial\n",
+                       "the last line without a newline is delivered at end of input, its echo written before the close")
+        XCTAssertTrue(waitUntil { reasons.snapshot == [.peerClosed] })
+    }
+
+    /// 1,000 concurrent connections, each with verified echoes.
+    func testAThousandConcurrentConnections() throws {
+        let count = underTSan ? 200 : 1000
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        if limit.rlim_cur < rlim_t(3 * count + 200) {
+            limit.rlim_cur = min(limit.rlim_max, rlim_t(3 * count + 200))
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        let runtime = try startedRuntime(loops: 2)
+        let (listener, _) = try echoServer(runtime)
+        let clients = try (0..<count).map { _ in try TestClient(port: listener.port) }
+        defer { for c in clients { c.close() } }
+        for (i, client) in clients.enumerated() { client.send("connection \(i) line 1\nconnection \(i) line 2\n") }
+        var wrong = 0
+        for (i, client) in clients.enumerated() {
+            let expected = "connection \(i) line 1\nconnection \(i) line 2\n"
+            if String(decoding: client.receive(expected.utf8.count), as: UTF8.self) != expected { wrong += 1 }
+        }
+        XCTAssertEqual(wrong, 0, "every connection got exactly its own lines back")
+    }
+
+    /// CS:APP 12.2.2: a client sends half a line and stops. Others are still served
+    /// promptly, and the idle (read) timeout closes the stalled one.
+    func testStalledHalfLineClientDoesNotBlockOthersAndTimesOut() throws {
+        let runtime = try startedRuntime(loops: 1)  // one loop: the stall and the others share it
+        let (listener, reasons) = try echoServer(runtime, readTimeout: .milliseconds(300))
+        let stalled = try TestClient(port: listener.port)
+        defer { stalled.close() }
+        stalled.send("GET / HTTP/1.1 and then noth")
+        let other = try TestClient(port: listener.port)
+        defer { other.close() }
+        for i in 0..<20 {
+            let start = monotonicSeconds()
+            other.send("ping \(i)\n")
+            let expected = "ping \(i)\n"
+            XCTAssertEqual(String(decoding: other.receive(expected.utf8.count), as: UTF8.self), expected)
+            XCTAssertLessThan(monotonicSeconds() - start, 0.25, "served promptly despite the stalled client")
+        }
+        XCTAssertTrue(stalled.waitForClose(), "the stalled client was closed")
+        XCTAssertTrue(waitUntil { reasons.snapshot.contains(.readTimeout) })
+    }
+
+    /// Accept under EMFILE: the server neither spins nor dies, and serves again once
+    /// descriptors free up.
+    func testAcceptUnderEMFILEPausesAndRecovers() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let (listener, _) = try echoServer(runtime)
+        // Client sockets exist before the limit drops; connecting them needs no descriptor.
+        let clients = (0..<4).map { _ in TestClient() }
+        defer { for c in clients { c.close() } }
+        var saved = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+        let highest = (0..<Int32(65536)).last { fcntl($0, F_GETFD) != -1 } ?? 0
+        var tight = saved
+        tight.rlim_cur = rlim_t(highest + 1)
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &tight), 0)
+        var restored = false
+        defer { if !restored { setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved) } }
+        // Fill every free descriptor below the limit, so accept has none.
+        var fillers: [Int32] = []
+        while true {
+            let fd = open("/dev/null", O_RDONLY)
+            if fd < 0 { break }
+            fillers.append(fd)
+        }
+        defer { for fd in fillers { Glibc.close(fd) } }
+        for client in clients { try client.connect(port: listener.port) }
+        XCTAssertTrue(waitUntil { listener.acceptFailures > 0 }, "accept failed with EMFILE")
+        // Not spinning: while three more retries fail (at least two retry delays), the loop
+        // thread uses a small fraction of a core.
+        let firstFailures = listener.acceptFailures
+        let (wallStart, cpuStart) = (monotonicSeconds(), threadCPUSeconds(named: "chroma-loop-0"))
+        XCTAssertTrue(waitUntil { listener.acceptFailures >= firstFailures + 3 }, "it kept retrying")
+        let (wall, cpu) = (monotonicSeconds() - wallStart, threadCPUSeconds(named: "chroma-loop-0") - cpuStart)
+        XCTAssertGreaterThanOrEqual(wall, 0.15, "retries are paced by the retry delay")
+        XCTAssertLessThan(cpu / wall, 0.25, "the loop paused accepting instead of spinning (\(cpu) s of CPU in \(wall) s)")
+        for fd in fillers { Glibc.close(fd) }
+        fillers.removeAll()
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+        restored = true
+        for (i, client) in clients.enumerated() {
+            let expected = "back \(i)\n"
+            client.send(expected)
+            XCTAssertEqual(String(decoding: client.receive(expected.utf8.count), as: UTF8.self), expected, "served again once descriptors freed up")
+        }
+    }
+
+    /// A peer that resets while the server writes to it: only that connection closes (with
+    /// an error), the process survives (no SIGPIPE), and other connections go on.
+    func testPeerResetMidWriteDisturbsNoOne() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let reasons = Locked<[CloseReason]>([])
+        let big = [UInt8](repeating: UInt8(ascii: "z"), count: 4 << 20)
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            connection.onLines { line in
+                if line == Array("flood".utf8) { connection.write(big) } else { connection.write(line + [10]) }
+            }
+            connection.onClose { reason in reasons.withLock { $0.append(reason) } }
+        }
+        let other = try TestClient(port: listener.port)
+        defer { other.close() }
+        for round in 0..<5 {
+            let victim = try TestClient(port: listener.port)
+            victim.send("flood\n")
+            _ = victim.receive(1000)  // the server is writing
+            victim.reset()
+            let expected = "still here \(round)\n"
+            other.send(expected)
+            XCTAssertEqual(String(decoding: other.receive(expected.utf8.count), as: UTF8.self), expected)
+        }
+        XCTAssertTrue(waitUntil { reasons.snapshot.count == 5 })
+        for reason in reasons.snapshot {
+            guard case .error(let errno) = reason else { return XCTFail("expected an error close, got \(reason)") }
+            XCTAssertTrue(errno == .connectionReset || errno == .brokenPipe, "\(errno)")
+        }
+    }
+
+    /// `connect`, then backpressure: with the peer not reading, writes fill the output to the
+    /// high watermark (`isWritable` false); once the peer drains it, `onWritable` runs.
+    func testConnectAndBackpressure() throws {
+        let runtime = try startedRuntime(loops: 2)
+        let serverFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(serverFD) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                XCTAssertEqual(bind(serverFD, $0, length), 0)
+                XCTAssertEqual(Glibc.listen(serverFD, 8), 0)
+                XCTAssertEqual(getsockname(serverFD, $0, &length), 0)
+            }
+        }
+        let port = UInt16(bigEndian: address.sin_port)
+        let connection = try waitFor { (done: @escaping @Sendable (Result<Connection, NetError>) -> Void) in
+            try runtime.connect(host: "127.0.0.1", port: port, on: Color(3), completion: done)
+        }.get()
+        XCTAssertEqual(connection.color, Color(3))
+        let accepted = accept(serverFD, nil, nil)
+        XCTAssertGreaterThanOrEqual(accepted, 0)
+        defer { Glibc.close(accepted) }
+        let writable = Signal()
+        let written = try waitFor { (done: @escaping @Sendable (Int) -> Void) in
+            try runtime.execute(on: Color(3)) {
+                connection.setWatermarks(low: 1024, high: 256 << 10)
+                connection.onWritable { writable.fire() }
+                var total = 0
+                // The kernel's socket buffers take some first; keep going until it backs up.
+                for _ in 0..<4096 where connection.isWritable {
+                    connection.write([UInt8](repeating: 7, count: 16 << 10))
+                    total += 16 << 10
+                }
+                XCTAssertFalse(connection.isWritable, "the output reached the high watermark")
+                done(total)
+            }
+        }
+        // Drain from the peer's side.
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while received < written {
+            let n = recv(accepted, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            received += n
+        }
+        XCTAssertEqual(received, written, "every byte queued reached the peer")
+        XCTAssertTrue(writable.wait(), "onWritable ran once the output drained")
+        // A closed port: refused.
+        let refused = try waitFor { (done: @escaping @Sendable (Result<Connection, NetError>) -> Void) in
+            try runtime.connect(host: "127.0.0.1", port: 1, completion: done)
+        }
+        guard case .failure(let error) = refused else { return XCTFail("connected to a closed port") }
+        XCTAssertEqual(error, NetError(operation: "connect", address: "127.0.0.1:1", code: .system(.connectionRefused)))
+    }
+
+    func testShutdownClosesConnections() throws {
+        let runtime = try Runtime(loops: 2)
+        try runtime.start()
+        let (listener, reasons) = try echoServer(runtime)
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        client.send("x\n")
+        XCTAssertEqual(client.receive(2), Array("x\n".utf8))
+        try runtime.shutdown()
+        XCTAssertEqual(reasons.snapshot, [.shutdown])
+        XCTAssertTrue(client.waitForClose())
+        XCTAssertThrowsError(try runtime.listen(port: 0) { _ in })
+    }
+}
+
+/// CPU seconds used so far by this process's threads called `name` (from /proc).
+func threadCPUSeconds(named name: String) -> Double {
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var total = 0.0
+    for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
+              comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+              let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+        if fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) { total += (user + system) / ticks }
+    }
+    return total
+}
