@@ -309,3 +309,59 @@ func threadCPUSeconds(named name: String) -> Double {
     }
     return total
 }
+
+/// Connections in async code: input as async sequences, `send` honoring backpressure.
+final class AsyncNetTests: XCTestCase {
+    func testAsyncLinesEcho() throws {
+        let runtime = try startedRuntime(loops: 2)
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            runtime.spawn(on: connection.color) {
+                var count = 0
+                for await line in connection.lines() {
+                    XCTAssertEqual(Color.current, connection.color)
+                    try await connection.send(line + [10])
+                    count += 1
+                }
+                return count
+            } completion: { result in
+                XCTAssertEqual(try? result.get(), 3, "three lines, the last one unterminated")
+                connection.close()
+            }
+        }
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        client.send("one\ntwo\r\nthr")
+        client.send("ee")
+        shutdown(client.fd, Int32(SHUT_WR))
+        XCTAssertEqual(String(decoding: client.receive(100), as: UTF8.self), "one\ntwo\nthree\n")
+    }
+
+    /// `send` waits while the output is at the high watermark: with a peer that reads
+    /// nothing, the buffered output never grows past one chunk beyond the mark.
+    func testSendHonorsBackpressure() throws {
+        let runtime = try startedRuntime(loops: 2)
+        let chunk = 16 << 10, chunks = 400, high = 64 << 10
+        let maxPending = Locked(0)
+        let finished = Signal()
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            connection.setWatermarks(low: 4 << 10, high: high)
+            runtime.spawn(on: connection.color) {
+                for _ in 0..<chunks {
+                    try await connection.send([UInt8](repeating: 1, count: chunk))
+                    let pending = connection.pendingOutput
+                    maxPending.withLock { $0 = max($0, pending) }
+                }
+                return true
+            } completion: { result in
+                XCTAssertEqual(try? result.get(), true)
+                finished.fire()
+            }
+        }
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        // Read nothing until the first chunk was queued, then everything.
+        XCTAssertEqual(client.receive(chunk * chunks).count, chunk * chunks, "every byte arrived")
+        XCTAssertTrue(finished.wait())
+        XCTAssertLessThanOrEqual(maxPending.snapshot, high + chunk, "send waited at the high watermark")
+    }
+}

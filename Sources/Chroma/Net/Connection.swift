@@ -67,7 +67,15 @@ public final class Connection: @unchecked Sendable {
         case none
         case bytes(@Sendable ([UInt8]) -> Void)
         case lines(maxLength: Int, @Sendable ([UInt8]) -> Void)
+        /// An async sequence pulls: input waits in the buffer (and the socket stops being
+        /// read past the high watermark) until the consumer asks for more.
+        case pull(lines: Bool, maxLength: Int, waiter: (@Sendable ([UInt8]?) -> Void)?)
     }
+    /// The peer closed its side while an async sequence reads: the sequence ends, and the
+    /// connection stays open for writing until `close()`.
+    private var inputEnded = false
+    /// `send` callers waiting for the output to drain.
+    private var drainWaiters: [@Sendable (Bool) -> Void] = []
 
     /// Loop thread: wraps an accepted or connected socket.
     init(runtime: Runtime, loop: Loop, color: Color, socket: SocketBuffer, peer: String) {
@@ -185,7 +193,7 @@ public final class Connection: @unchecked Sendable {
 
     // MARK: Internals (on the color)
 
-    private func onColor(_ body: @escaping @Sendable () -> Void) {
+    fileprivate func onColor(_ body: @escaping @Sendable () -> Void) {
         if loop.isCurrent && chroma_current_color() == color.rawValue {
             body()
         } else {
@@ -208,7 +216,44 @@ public final class Connection: @unchecked Sendable {
                 handler(line)
             }
             if closing == nil && socket.inputLength > maxLength { beginClose(.lineTooLong, flush: false) }
+        case .pull(let lines, let maxLength, let waiter):
+            guard let waiter, let item = takeItem(lines: lines, maxLength: maxLength) else { return }
+            reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
+            waiter(item)
         }
+    }
+
+    /// For a pull reader: the next line or chunk buffered, or nil (too long a line closes).
+    private func takeItem(lines: Bool, maxLength: Int) -> [UInt8]? {
+        guard let socket else { return nil }
+        if !lines {
+            let bytes = socket.readAll()
+            return bytes.isEmpty ? nil : bytes
+        }
+        if let line = socket.readLine() {
+            if line.count > maxLength { beginClose(.lineTooLong, flush: false); return nil }
+            return line
+        }
+        if socket.inputLength > maxLength { beginClose(.lineTooLong, flush: false) }
+        return nil
+    }
+
+    /// On the color: hands the next line (or chunk) to `deliver`, at once if one is
+    /// buffered, else when it arrives; nil once the connection is closed and drained.
+    func next(lines: Bool, maxLength: Int, _ deliver: @escaping @Sendable ([UInt8]?) -> Void) {
+        if case .pull(_, _, .some) = reader {
+            preconditionFailure("two iterators are reading the connection to \(peer) at once")
+        }
+        if let item = takeItem(lines: lines, maxLength: maxLength) {
+            reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
+            return deliver(item)
+        }
+        if closed || closing != nil || inputEnded {
+            // Input that ended without a final newline is the last line.
+            if lines, let socket, socket.inputLength > 0 { return deliver(socket.readAll()) }
+            return deliver(nil)
+        }
+        reader = .pull(lines: lines, maxLength: maxLength, waiter: deliver)
     }
 
     private func outputDrained() {
@@ -218,7 +263,12 @@ public final class Connection: @unchecked Sendable {
             return
         }
         if shutdownWriteRequested && socket.outputLength == 0 { _ = Glibc.shutdown(socket.fd, Int32(SHUT_WR)) }
-        if let handler = writableHandler, socket.outputLength <= lowWatermark { handler() }
+        if socket.outputLength <= lowWatermark {
+            let waiters = drainWaiters
+            drainWaiters.removeAll()
+            for waiter in waiters { waiter(true) }
+            writableHandler?()
+        }
     }
 
     private func socketEvent(_ event: SocketEvent) {
@@ -229,6 +279,17 @@ public final class Connection: @unchecked Sendable {
                 readAvailable()
                 let rest = socket.readAll()
                 if !rest.isEmpty && closing == nil { handler(rest) }
+            } else if case .pull(let lines, let maxLength, let waiter) = reader {
+                // Async readers see the end of input as the end of the sequence; replies
+                // may still be on their way, so the connection stays open until close().
+                inputEnded = true
+                socket.disableReading()
+                if let waiter {
+                    reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
+                    let rest = socket.readAll()
+                    waiter(rest.isEmpty ? nil : rest)
+                }
+                return
             } else {
                 readAvailable()
             }
@@ -259,12 +320,79 @@ public final class Connection: @unchecked Sendable {
         socket?.free()
         socket = nil
         loop.sockets.unregister(self)
+        if case .pull(_, _, let waiter?) = reader { waiter(nil) }
         reader = .none
         writableHandler = nil
+        let waiters = drainWaiters
+        drainWaiters.removeAll()
+        for waiter in waiters { waiter(false) }
         let handler = closeHandler
         closeHandler = nil
         handler?(reason)
     }
+}
+
+// MARK: Async
+
+extension Connection {
+    /// The connection's input as an async sequence of lines (without their LF or CRLF),
+    /// ending when the connection closes or the peer closes its side (then the connection
+    /// stays open for writing: call `close()` when done). Input is taken from the buffer only as the
+    /// consumer asks, so a slow consumer slows the sender (the socket is not read past the
+    /// high watermark). A line longer than `maxLength` closes the connection. One iterator
+    /// at a time; don't combine with `onLines`/`onBytes`.
+    public func lines(maxLength: Int = 64 << 10) -> Input { Input(connection: self, lines: true, maxLength: maxLength) }
+
+    /// The connection's input as an async sequence of byte chunks, as they arrive.
+    public var bytes: Input { Input(connection: self, lines: false, maxLength: .max) }
+
+    /// An async sequence over a connection's input (see `lines(maxLength:)`, `bytes`).
+    public struct Input: AsyncSequence, Sendable {
+        public typealias Element = [UInt8]
+        let connection: Connection
+        let lines: Bool
+        let maxLength: Int
+
+        public func makeAsyncIterator() -> Iterator { Iterator(input: self) }
+
+        public struct Iterator: AsyncIteratorProtocol {
+            let input: Input
+            /// The next line or chunk; nil at the end. An element already buffered is
+            /// returned without suspending when the caller runs on the connection's color.
+            public mutating func next() async -> [UInt8]? {
+                let input = self.input
+                return await withCompletion { done in
+                    input.connection.onColor { input.connection.next(lines: input.lines, maxLength: input.maxLength, done) }
+                }
+            }
+        }
+    }
+
+    /// Queues `bytes` and returns once the output buffer is below the high watermark: the
+    /// async write that honors backpressure. Throws `ConnectionClosed` if the connection
+    /// closed before the bytes could be queued or drained.
+    public func send(_ bytes: [UInt8]) async throws {
+        let accepted: Bool = await withCompletion { done in
+            onColor { [self] in
+                guard closing == nil, !shutdownWriteRequested, let socket else { return done(false) }
+                bytes.withUnsafeBytes { socket.write($0) }
+                if socket.outputLength < highWatermark { return done(true) }
+                drainWaiters.append(done)
+            }
+        }
+        if !accepted { throw ConnectionClosed(peer: peer) }
+    }
+
+    /// Queues `text` as UTF-8; see `send(_:)` for bytes.
+    public func send(_ text: String) async throws {
+        try await send(Array(text.utf8))
+    }
+}
+
+/// `send` on a connection that is closed or closing.
+public struct ConnectionClosed: Error, Equatable, Sendable {
+    /// The connection's peer.
+    public let peer: String
 }
 
 extension Connection: SocketOwner {
