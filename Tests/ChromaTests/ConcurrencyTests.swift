@@ -145,8 +145,10 @@ final class ConcurrencyTests: XCTestCase {
             XCTAssertEqual(value, 7)
             XCTAssertEqual(Color.current, color)
             let immediate = ranBetween.current == 0
+            // A completion that can only come after the task yields: a callback of the
+            // task's own color, which runs after the callback queued earlier (FIFO).
             let value2: Int = await withCompletion { done in
-                try! runtime.execute(on: Color(4)) { done(8) }
+                try! runtime.execute(on: color) { done(8) }
             }
             XCTAssertEqual(value2, 8)
             XCTAssertEqual(Color.current, color, "resumed on its own color after the hop")
