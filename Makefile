@@ -40,12 +40,13 @@ peers: setup
 	@echo "building the SwiftNIO peer (Benchmarks/peers/nio-hop)"
 	@cd Benchmarks/peers/nio-hop && $(SWIFT) build -c release >/dev/null 2>&1 || echo "nio-hop peer not built; the hop table will skip it"
 
-# The default suite: release build, then the dispatch, disk and hop tables with their ratios.
+# The default suite: release build, then the dispatch, disk, hop and echo tables.
 bench: setup peers
 	$(SWIFT) build -c release --product chroma-bench
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo
 
 clean:
 	rm -rf .build .build-tsan Benchmarks/peers/nio-hop/.build
