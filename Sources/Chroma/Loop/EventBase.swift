@@ -154,6 +154,11 @@ extension EventBase {
         guard let bev = bufferevent_socket_new(raw, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
             throw .system(operation: "connection", call: "bufferevent_socket_new", errno: errno)
         }
+        // I/O priority: libevent's default for a base with two priorities is the middle one,
+        // our drain's. There, libevent polls again after every callback (see `init`), so
+        // with 64 busy connections each read cost an epoll_wait over all of them (measured:
+        // 30k req/s at 64 connections, against 58k at 16).
+        _ = bufferevent_priority_set(bev, Priority.io.rawValue)
         return SocketBuffer(raw: bev)
     }
 
