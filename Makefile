@@ -37,6 +37,8 @@ peers: setup
 	@mkdir -p $(PEER_DIR)
 	$(CC) -O2 -o $(PEER_DIR)/c-dispatch Benchmarks/peers/c-libevent/dispatch.c \
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
+	$(CC) -O2 -o $(PEER_DIR)/c-echo Benchmarks/peers/c-libevent/echo.c \
+		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
 	@echo "building the SwiftNIO peer (Benchmarks/peers/nio-hop)"
 	@cd Benchmarks/peers/nio-hop && $(SWIFT) build -c release >/dev/null 2>&1 || echo "nio-hop peer not built; the hop table will skip it"
 
@@ -46,7 +48,7 @@ bench: setup peers
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
-	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo --c-peer $(PEER_DIR)/c-echo
 
 clean:
 	rm -rf .build .build-tsan Benchmarks/peers/nio-hop/.build

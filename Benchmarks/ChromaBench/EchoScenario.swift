@@ -30,6 +30,9 @@ struct EchoCommand: ParsableCommand {
     @Option(help: "Rounds; medians are reported.")
     var rounds: Int = 3
 
+    @Option(help: "The raw-C libevent echo server (built by `make bench`); skipped when missing.")
+    var cPeer: String = ".build/peers/c-echo"
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -37,16 +40,30 @@ struct EchoCommand: ParsableCommand {
         guard loops >= 1, clientLoops >= 1, connections >= 1, lineBytes >= 1, duration > 0, rounds >= 1 else {
             throw ValidationError("every option must be positive")
         }
-        var samples: [Sample] = []
+        let havePeer = isExecutable(cPeer)
+        var samples: [Sample] = [], peerSamples: [Sample] = []
         for round in 1...rounds {
-            progress("round \(round)/\(rounds): \(connections) connections")
+            progress("round \(round)/\(rounds): chroma, \(connections) connections")
             samples.append(try measure())
+            if havePeer {
+                progress("round \(round)/\(rounds): raw C libevent, \(connections) connections")
+                let port = freePort()
+                if let server = startServer(cPeer, [String(port), String(loops)]) {
+                    defer { server.stop() }
+                    peerSamples.append(try load(port: port))
+                }
+            }
         }
         endProgress()
         let machine = Machine.current()
         var report = Report(scenario: "echo", machine: machine)
         let row = Sample.middle(of: samples).row("chroma echo c\(connections)")
         report.rows.append(row)
+        if !peerSamples.isEmpty {
+            let peer = Sample.middle(of: peerSamples).row("c-libevent echo c\(connections)")
+            report.rows.append(peer)
+            report.ratios.append(("\(row.name) / \(peer.name)", row.opsPerSecond / peer.opsPerSecond))
+        }
         if json {
             print(report.json())
             return
@@ -56,10 +73,15 @@ struct EchoCommand: ParsableCommand {
         print("\(lineBytes)-byte lines; \(duration)s per measurement, median of \(rounds) rounds")
         let widths = [22, 12, 9, 9]
         print(zip(["system", "k req/s", "p50 us", "p99 us"], widths).map { $0.padded(to: $1) }.joined(separator: " "))
-        print(zip([row.name, fixed(row.opsPerSecond / 1e3, 1), fixed(row.p50Microseconds ?? .nan, 1), fixed(row.p99Microseconds ?? .nan, 1)], widths)
-            .map { $0.padded(to: $1) }.joined(separator: " "))
+        for row in report.rows {
+            print(zip([row.name, fixed(row.opsPerSecond / 1e3, 1), fixed(row.p50Microseconds ?? .nan, 1), fixed(row.p99Microseconds ?? .nan, 1)], widths)
+                .map { $0.padded(to: $1) }.joined(separator: " "))
+        }
+        for ratio in report.ratios { print("\(ratio.name): \(fixed(ratio.value, 2))x") }
+        if !havePeer { print("raw-C peer skipped (build it with `make peers`, or see \(cPeer))") }
     }
 
+    /// Chroma's echo server, in this process, under the load client.
     func measure() throws -> Sample {
         let server = try Runtime(loops: loops)
         try server.start()
@@ -67,6 +89,11 @@ struct EchoCommand: ParsableCommand {
         let listener = try server.listen(host: "127.0.0.1", port: 0) { connection in
             connection.onLines { line in connection.write(line + [10]) }
         }
+        return try load(port: listener.port)
+    }
+
+    /// The load client (a Chroma runtime of `clientLoops` loops) against `port`.
+    func load(port: UInt16) throws -> Sample {
         let client = try Runtime(loops: clientLoops)
         try client.start()
         defer { _ = try? client.shutdown() }
@@ -75,7 +102,7 @@ struct EchoCommand: ParsableCommand {
         let start = nowNanoseconds()
         let deadline = start + UInt64(duration * 1e9)
         for i in 0..<connections {
-            try client.connect(host: "127.0.0.1", port: listener.port, on: client.makeColor()) { result in
+            try client.connect(host: "127.0.0.1", port: port, on: client.makeColor()) { result in
                 guard case .success(let connection) = result else { fatalError("echo bench: connect failed: \(result)") }
                 run.sent(i, at: nowNanoseconds())
                 connection.onLines { _ in

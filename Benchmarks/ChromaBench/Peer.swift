@@ -56,3 +56,57 @@ func onPath(_ name: String) -> Bool {
 func isExecutable(_ path: String) -> Bool {
     access(path, X_OK) == 0
 }
+
+/// A peer server running in the background (started with `startServer`).
+struct ServerProcess {
+    let pid: pid_t
+
+    /// Stops it (SIGTERM, then waits).
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+}
+
+/// Starts `path` with `arguments` and waits for its first line of output (servers print
+/// one when they listen). Nil if it could not start or printed nothing.
+func startServer(_ path: String, _ arguments: [String]) -> ServerProcess? {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { return nil }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for arg in argv { free(arg) } }
+    var pid = pid_t()
+    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
+    close(pipeFDs[1])
+    defer { close(pipeFDs[0]) }
+    guard rc == 0 else { return nil }
+    var byte: UInt8 = 0
+    while read(pipeFDs[0], &byte, 1) == 1 {
+        if byte == 10 { return ServerProcess(pid: pid) }
+    }
+    ServerProcess(pid: pid).stop()
+    return nil
+}
+
+/// A TCP port free right now on 127.0.0.1 (bound, read, and released).
+func freePort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafeMutablePointer(to: &address) { pointer -> UInt16 in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            _ = bind(fd, $0, length)
+            _ = getsockname(fd, $0, &length)
+        }
+        return UInt16(bigEndian: pointer.pointee.sin_port)
+    }
+}
