@@ -16,7 +16,7 @@ struct EchoCommand: ParsableCommand {
     var loops: Int = Runtime.onlineCPUCount
 
     @Option(help: "Loops of the load client (its own runtime, in this process).")
-    var clientLoops: Int = 1
+    var clientLoops: Int = Runtime.onlineCPUCount
 
     @Option(help: "Connections, each doing ping-pong.")
     var connections: Int = 64
