@@ -117,7 +117,7 @@ struct HopCommand: ParsableCommand {
         } else if taskExecutors {
             for i in 0..<callers {
                 Task(executorPreference: runtime.taskExecutor(for: Color(UInt64(1 + i)))) {
-                    total.value.add(UInt64(await hammer(target, until: deadline)), ordering: .relaxed)
+                    total.value.add(UInt64(await callRepeatedly(target, until: deadline)), ordering: .relaxed)
                     done.signal()
                 }
             }
@@ -160,8 +160,9 @@ struct HopCommand: ParsableCommand {
     }
 }
 
-/// Calls `target` in batches of 64 until `deadline`; returns the number of calls.
-func hammer(_ target: PinnedCounter, until deadline: UInt64) async -> Int {
+/// Calls `target` in batches of 64 until `deadline`; returns the number of calls. Runs on
+/// the caller's isolation (an actor's, or none), so an actor calling it makes no extra hop.
+func callRepeatedly(_ target: PinnedCounter, until deadline: UInt64, isolation: isolated (any Actor)? = #isolation) async -> Int {
     var calls = 0
     while true {
         for _ in 0..<64 { _ = await target.increment() }
@@ -188,12 +189,7 @@ actor PinnedCaller {
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     init(executor: ColorExecutor) { self.executor = executor }
     func hammer(_ target: PinnedCounter, until deadline: UInt64) async -> Int {
-        var calls = 0
-        while true {
-            for _ in 0..<64 { _ = await target.increment() }
-            calls += 64
-            if nowNanoseconds() >= deadline { return calls }
-        }
+        await callRepeatedly(target, until: deadline)
     }
 }
 

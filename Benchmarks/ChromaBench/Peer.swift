@@ -10,30 +10,15 @@ func runPeer(_ path: String, _ arguments: [String]) -> Double? {
 /// peers print `name value` pairs (`ops_per_s 123 p50_us 4.5 …`), on one line or several.
 /// Nil when it could not run or printed no `ops_per_s`.
 func runPeerFields(_ path: String, _ arguments: [String]) -> [String: Double]? {
-    var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { return nil }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for arg in argv { free(arg) } }
-    var pid = pid_t()
-    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
-    close(pipeFDs[1])
-    guard rc == 0 else {
-        close(pipeFDs[0])
-        return nil
-    }
+    guard let (pid, stdout) = spawnWithPipe(path, arguments) else { return nil }
     var output: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
-        let n = read(pipeFDs[0], &chunk, chunk.count)
+        let n = read(stdout, &chunk, chunk.count)
         if n <= 0 { break }
         output += chunk[..<n]
     }
-    close(pipeFDs[0])
+    close(stdout)
     var status: Int32 = 0
     waitpid(pid, &status, 0)
     guard status == 0 else { return nil }
@@ -72,22 +57,10 @@ struct ServerProcess {
 /// Starts `path` with `arguments` and waits for its first line of output (servers print
 /// one when they listen). Nil if it could not start or printed nothing.
 func startServer(_ path: String, _ arguments: [String]) -> ServerProcess? {
-    var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { return nil }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for arg in argv { free(arg) } }
-    var pid = pid_t()
-    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
-    close(pipeFDs[1])
-    defer { close(pipeFDs[0]) }
-    guard rc == 0 else { return nil }
+    guard let (pid, stdout) = spawnWithPipe(path, arguments) else { return nil }
+    defer { close(stdout) }
     var byte: UInt8 = 0
-    while read(pipeFDs[0], &byte, 1) == 1 {
+    while read(stdout, &byte, 1) == 1 {
         if byte == 10 { return ServerProcess(pid: pid) }
     }
     ServerProcess(pid: pid).stop()
@@ -109,4 +82,26 @@ func freePort() -> UInt16 {
         }
         return UInt16(bigEndian: pointer.pointee.sin_port)
     }
+}
+
+/// Starts `path` (looked up on PATH when it has no slash) with its stdout on a pipe;
+/// returns the pid and the pipe's read end, or nil if it could not start.
+private func spawnWithPipe(_ path: String, _ arguments: [String]) -> (pid_t, Int32)? {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { return nil }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { for arg in argv { free(arg) } }
+    var pid = pid_t()
+    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
+    close(pipeFDs[1])
+    guard rc == 0 else {
+        close(pipeFDs[0])
+        return nil
+    }
+    return (pid, pipeFDs[0])
 }
