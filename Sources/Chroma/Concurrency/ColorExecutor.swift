@@ -219,8 +219,13 @@ final class ExecutorTable: @unchecked Sendable {
 
     /// From a dying executor: drops its entry unless a new executor took the color already.
     func forget(_ color: Color) {
+        // The weak load makes a strong reference; if it were the last one when released,
+        // its deinit would call back in here. Release it only after unlocking.
+        var live: ColorExecutor?
         lock.lock()
-        if table[color.rawValue]?.executor == nil { table[color.rawValue] = nil }
+        live = table[color.rawValue]?.executor
+        if live == nil { table[color.rawValue] = nil }
         lock.unlock()
+        live = nil
     }
 }

@@ -112,7 +112,8 @@ extension Runtime {
 
     /// Suspends the task for at least `duration`, on a Chroma timer (no thread blocks).
     /// Throws `CancellationError` as soon as the task is cancelled (the timer is cancelled
-    /// with it), and `ChromaError` if the runtime is not running.
+    /// with it), `ChromaError.shutDown` if the runtime shuts down first, and `ChromaError`
+    /// if the runtime is not running.
     public func sleep(for duration: Duration) async throws {
         try Task.checkCancellation()
         let sleep = Sleep()
@@ -120,7 +121,8 @@ extension Runtime {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 sleep.begin(continuation)
                 do {
-                    let timer = try schedule(after: duration, on: Color.current ?? .main) { sleep.finish(nil) }
+                    let timer = try schedule(after: duration, repeating: nil, on: Color.current ?? .main,
+                                             onShutdown: { sleep.finish(ChromaError.shutDown(operation: "sleep")) }) { sleep.finish(nil) }
                     sleep.attach(timer)
                 } catch {
                     sleep.finish(error)

@@ -11,15 +11,20 @@ public final class Timer: Sendable {
     /// The period of a repeating timer, in nanoseconds; nil for a one-shot timer.
     public let intervalNanoseconds: UInt64?
     let body: @Sendable () -> Void
+    /// Runs (on the loop) if the runtime shuts down with the timer still pending, for
+    /// internal waiters such as `sleep(for:)` that must hear about it.
+    let onShutdown: (@Sendable () -> Void)?
     private let state = Atomic<UInt8>(State.pending.rawValue)
     private let loop: Loop
 
     enum State: UInt8 { case pending, fired, cancelled }
 
-    init(color: Color, intervalNanoseconds: UInt64?, loop: Loop, body: @escaping @Sendable () -> Void) {
+    init(color: Color, intervalNanoseconds: UInt64?, loop: Loop, onShutdown: (@Sendable () -> Void)? = nil,
+         body: @escaping @Sendable () -> Void) {
         self.color = color
         self.intervalNanoseconds = intervalNanoseconds
         self.loop = loop
+        self.onShutdown = onShutdown
         self.body = body
     }
 

@@ -210,6 +210,10 @@ final class SocketBuffer {
         if let raw { bufferevent_disable(raw, chroma_ev_read()) }
     }
 
+    func enableReading() {
+        if let raw { bufferevent_enable(raw, chroma_ev_read()) }
+    }
+
     /// Read and write timeouts (nil: none). The read timeout fires when nothing arrives for
     /// that long while reading is enabled: an idle timeout.
     func setTimeouts(read: Duration?, write: Duration?) {
@@ -228,11 +232,12 @@ final class SocketBuffer {
         }
     }
 
-    /// Stop reading from the socket while the input holds `readHigh` bytes (0: no limit);
-    /// call `onWriteDrained` when the output falls to `writeLow`.
-    func setWatermarks(readHigh: Int, writeLow: Int) {
+    /// Calls `onWriteDrained` when the output falls to `writeLow`. (No read watermark: with
+    /// one, libevent 2.1.9+ re-runs the read callback at I/O priority for as long as the
+    /// input stays above it, which starves everything below; `Connection` pauses reading
+    /// itself instead.)
+    func setWriteLowWatermark(_ writeLow: Int) {
         guard let raw else { return }
-        bufferevent_setwatermark(raw, chroma_ev_read(), 0, readHigh)
         bufferevent_setwatermark(raw, chroma_ev_write(), writeLow, 0)
     }
 

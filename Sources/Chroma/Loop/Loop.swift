@@ -230,6 +230,10 @@ final class Loop: @unchecked Sendable {
         _ = sockets.closeAll()
         let cancelledWatches = handles.closeLoop(self)
         let cancelledTimers = timers.cancelAll()
+        // The sweep wakes waiters (a connection's readers and senders, a sleep): their
+        // resumptions were queued here, on this loop's run queue. Run them (and what they
+        // queue) before the loop exits; the mailbox is closed, so nothing else can arrive.
+        while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)
         base!.breakLoop()
     }

@@ -97,7 +97,10 @@ final class TimerQueue: @unchecked Sendable {
     /// Shutdown: cancels every pending timer; returns how many were pending.
     func cancelAll() -> Int {
         var cancelled = 0
-        for entry in heap.unordered where entry.timer.cancelForShutdown() { cancelled += 1 }
+        for entry in heap.unordered where entry.timer.cancelForShutdown() {
+            cancelled += 1
+            entry.timer.onShutdown?()
+        }
         heap = Heap()
         event?.remove()
         armedDeadline = .max

@@ -71,9 +71,14 @@ public final class Connection: @unchecked Sendable {
         /// read past the high watermark) until the consumer asks for more.
         case pull(lines: Bool, maxLength: Int, waiter: (@Sendable ([UInt8]?) -> Void)?)
     }
-    /// The peer closed its side while an async sequence reads: the sequence ends, and the
-    /// connection stays open for writing until `close()`.
+    /// The peer closed its side: buffered input is still delivered; then callback readers
+    /// close the connection, async readers end their sequence (the connection stays open
+    /// for writing until `close()`).
     private var inputEnded = false
+    /// Reading is paused because unread input reached `readLimit`.
+    private var readPaused = false
+    /// `onWritable` is due: the output went above the high watermark since it last ran.
+    private var writeBlocked = false
     /// `send` callers waiting for the output to drain.
     private var drainWaiters: [@Sendable (Bool) -> Void] = []
 
@@ -87,7 +92,7 @@ public final class Connection: @unchecked Sendable {
         socket.onRead = { [unowned self] in loop.runAs(color.rawValue) { self.readAvailable() } }
         socket.onWriteDrained = { [unowned self] in loop.runAs(color.rawValue) { self.outputDrained() } }
         socket.onEvent = { [unowned self] what in loop.runAs(color.rawValue) { self.socketEvent(what) } }
-        socket.setWatermarks(readHigh: highWatermark, writeLow: lowWatermark)
+        socket.setWriteLowWatermark(lowWatermark)
     }
 
     /// Loop thread: starts reading and writing.
@@ -100,6 +105,7 @@ public final class Connection: @unchecked Sendable {
     /// Delivers input as it arrives, in chunks of whatever size the socket gave.
     public func onBytes(_ handler: @escaping @Sendable ([UInt8]) -> Void) {
         onColor { [self] in
+            guard !closed else { return }  // kept, it would hold the connection forever
             reader = .bytes(handler)
             readAvailable()
         }
@@ -110,6 +116,7 @@ public final class Connection: @unchecked Sendable {
     /// `.lineTooLong`; input that ends without a final newline is delivered as a last line.
     public func onLines(maxLength: Int = 64 << 10, _ handler: @escaping @Sendable ([UInt8]) -> Void) {
         onColor { [self] in
+            guard !closed else { return }
             reader = .lines(maxLength: maxLength, handler)
             readAvailable()
         }
@@ -117,7 +124,10 @@ public final class Connection: @unchecked Sendable {
 
     /// Runs when the output buffer drains to `lowWatermark` after `isWritable` went false.
     public func onWritable(_ handler: @escaping @Sendable () -> Void) {
-        onColor { [self] in writableHandler = handler }
+        onColor { [self] in
+            guard !closed else { return }
+            writableHandler = handler
+        }
     }
 
     /// Runs once when the connection closes, with the reason.
@@ -147,17 +157,29 @@ public final class Connection: @unchecked Sendable {
         onColor { [self] in
             lowWatermark = low
             highWatermark = high
-            socket?.setWatermarks(readHigh: high, writeLow: low)
+            if closing == nil { socket?.setWriteLowWatermark(low) }
+            updateReading()
         }
     }
 
-    /// False while the output buffer holds `highWatermark` bytes or more. On the color.
+    /// False while the output buffer holds `highWatermark` bytes or more. Read it on the
+    /// connection's color only (in its handlers): elsewhere it would race the loop.
     public var isWritable: Bool {
-        (socket?.outputLength ?? 0) < highWatermark
+        preconditionOnColor("isWritable")
+        return (socket?.outputLength ?? 0) < highWatermark
     }
 
-    /// Bytes waiting in the output buffer. On the color.
-    public var pendingOutput: Int { socket?.outputLength ?? 0 }
+    /// Bytes waiting in the output buffer. On the connection's color only.
+    public var pendingOutput: Int {
+        preconditionOnColor("pendingOutput")
+        return socket?.outputLength ?? 0
+    }
+
+    private func preconditionOnColor(_ what: String) {
+        precondition(isOnColor, "Connection.\(what) is read on the connection's color (\(color)), in its handlers")
+    }
+
+    private var isOnColor: Bool { loop.isCurrent && chroma_current_color() == color.rawValue }
 
     // MARK: Writing and closing
 
@@ -167,6 +189,7 @@ public final class Connection: @unchecked Sendable {
         onColor { [self] in
             guard closing == nil, !shutdownWriteRequested, let socket else { return }
             bytes.withUnsafeBytes { socket.write($0) }
+            if socket.outputLength >= highWatermark { writeBlocked = true }
         }
     }
 
@@ -193,16 +216,60 @@ public final class Connection: @unchecked Sendable {
 
     // MARK: Internals (on the color)
 
-    fileprivate func onColor(_ body: @escaping @Sendable () -> Void) {
-        if loop.isCurrent && chroma_current_color() == color.rawValue {
+    /// Runs `body` on the connection's color (now, if already there). If it cannot be
+    /// queued (the runtime is stopping), runs `refused` instead, on the calling thread.
+    fileprivate func onColor(_ body: @escaping @Sendable () -> Void, refused: () -> Void = {}) {
+        if isOnColor {
             body()
         } else {
-            // A stopped runtime closed the connection already; nothing is left to do.
-            try? runtime.execute(on: color, body)
+            do {
+                try runtime.execute(on: color, body)
+            } catch {
+                refused()
+            }
+        }
+    }
+
+    /// The unread input at which reading pauses: the high watermark, and always more than
+    /// a line may hold.
+    private var readLimit: Int {
+        if case .lines(let maxLength, _) = reader { return max(highWatermark, maxLength + 1) }
+        if case .pull(true, let maxLength, _) = reader { return max(highWatermark, maxLength + 1) }
+        return highWatermark
+    }
+
+    /// Pauses reading while unread input is at the limit, resumes below it.
+    private func updateReading() {
+        guard let socket, closing == nil, !inputEnded else { return }
+        let full = socket.inputLength >= readLimit
+        if full && !readPaused {
+            readPaused = true
+            socket.disableReading()
+        } else if !full && readPaused {
+            readPaused = false
+            socket.enableReading()
         }
     }
 
     private func readAvailable() {
+        consumeInput()
+        updateReading()
+        // Input ended before a callback reader took the rest: deliver it, then close.
+        if inputEnded, closing == nil, let socket {
+            switch reader {
+            case .lines(_, let handler):
+                let rest = socket.readAll()
+                if !rest.isEmpty { handler(rest) }
+                beginClose(closing ?? .peerClosed)
+            case .bytes:
+                beginClose(closing ?? .peerClosed)
+            case .none, .pull:
+                break
+            }
+        }
+    }
+
+    private func consumeInput() {
         guard closing == nil, let socket else { return }
         switch reader {
         case .none:
@@ -226,6 +293,7 @@ public final class Connection: @unchecked Sendable {
     /// For a pull reader: the next line or chunk buffered, or nil (too long a line closes).
     private func takeItem(lines: Bool, maxLength: Int) -> [UInt8]? {
         guard let socket else { return nil }
+        defer { updateReading() }
         if !lines {
             let bytes = socket.readAll()
             return bytes.isEmpty ? nil : bytes
@@ -267,33 +335,30 @@ public final class Connection: @unchecked Sendable {
             let waiters = drainWaiters
             drainWaiters.removeAll()
             for waiter in waiters { waiter(true) }
-            writableHandler?()
+            if writeBlocked {
+                writeBlocked = false
+                writableHandler?()
+            }
         }
     }
 
     private func socketEvent(_ event: SocketEvent) {
         guard let socket else { return }
         if event.endOfInput {
-            // Input ended: deliver what is left, then close once output is written.
-            if case .lines(_, let handler) = reader {
+            // Input ended. Buffered input is still delivered: callback readers get it now
+            // and the connection closes once the output is written; async readers (and a
+            // reader not set yet) find it in the buffer, and the sequence ends after it.
+            inputEnded = true
+            socket.disableReading()
+            switch reader {
+            case .pull(let lines, let maxLength, let waiter?):
+                reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
+                next(lines: lines, maxLength: maxLength, waiter)
+            case .lines, .bytes:
                 readAvailable()
-                let rest = socket.readAll()
-                if !rest.isEmpty && closing == nil { handler(rest) }
-            } else if case .pull(let lines, let maxLength, let waiter) = reader {
-                // Async readers see the end of input as the end of the sequence; replies
-                // may still be on their way, so the connection stays open until close().
-                inputEnded = true
-                socket.disableReading()
-                if let waiter {
-                    reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
-                    let rest = socket.readAll()
-                    waiter(rest.isEmpty ? nil : rest)
-                }
-                return
-            } else {
-                readAvailable()
+            case .none, .pull:
+                break
             }
-            beginClose(closing ?? .peerClosed)
         } else if event.timeout {
             beginClose(event.whileWriting ? .writeTimeout : .readTimeout, flush: false)
         } else if event.error {
@@ -304,12 +369,16 @@ public final class Connection: @unchecked Sendable {
     /// Stops reading; closes now, or once the output is written when `flush`.
     private func beginClose(_ reason: CloseReason, flush: Bool = true) {
         guard !closed, let socket else { return }
-        if closing == nil { closing = reason }
+        // A failure while flushing replaces a clean reason: "closed" promised the bytes out.
+        switch reason {
+        case .error, .writeTimeout, .readTimeout, .lineTooLong, .shutdown: closing = reason
+        default: if closing == nil { closing = reason }
+        }
         socket.disableReading()
         if !flush || socket.outputLength == 0 {
             finishClose(closing!)
         } else {
-            socket.setWatermarks(readHigh: highWatermark, writeLow: 0)
+            socket.setWriteLowWatermark(0)
         }
     }
 
@@ -362,7 +431,8 @@ extension Connection {
             public mutating func next() async -> [UInt8]? {
                 let input = self.input
                 return await withCompletion { done in
-                    input.connection.onColor { input.connection.next(lines: input.lines, maxLength: input.maxLength, done) }
+                    input.connection.onColor({ input.connection.next(lines: input.lines, maxLength: input.maxLength, done) },
+                                             refused: { done(nil) })
                 }
             }
         }
@@ -373,12 +443,12 @@ extension Connection {
     /// closed before the bytes could be queued or drained.
     public func send(_ bytes: [UInt8]) async throws {
         let accepted: Bool = await withCompletion { done in
-            onColor { [self] in
+            onColor({ [self] in
                 guard closing == nil, !shutdownWriteRequested, let socket else { return done(false) }
                 bytes.withUnsafeBytes { socket.write($0) }
                 if socket.outputLength < highWatermark { return done(true) }
                 drainWaiters.append(done)
-            }
+            }, refused: { done(false) })
         }
         if !accepted { throw ConnectionClosed(peer: peer) }
     }

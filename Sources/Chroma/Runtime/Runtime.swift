@@ -274,6 +274,13 @@ public final class Runtime: @unchecked Sendable {
     @discardableResult
     public func schedule(after delay: Duration, repeating interval: Duration? = nil, on color: Color = .main,
                          _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Timer {
+        try schedule(after: delay, repeating: interval, on: color, onShutdown: nil, body)
+    }
+
+    /// `schedule`, with `onShutdown` run (on the loop) if the runtime shuts down while the
+    /// timer is pending.
+    func schedule(after delay: Duration, repeating interval: Duration?, on color: Color,
+                  onShutdown: (@Sendable () -> Void)?, _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Timer {
         guard let delayNs = delay.chromaNanoseconds else {
             throw .invalidArgument(operation: "schedule", detail: "delay must be non-negative, got \(delay)")
         }
@@ -286,7 +293,7 @@ public final class Runtime: @unchecked Sendable {
         }
         try checkRunning("schedule")
         let loop = loop(for: color)
-        let timer = Timer(color: color, intervalNanoseconds: intervalNs, loop: loop, body: body)
+        let timer = Timer(color: color, intervalNanoseconds: intervalNs, loop: loop, onShutdown: onShutdown, body: body)
         let deadline = monotonicNanoseconds() &+ delayNs
         if loop.isCurrent {
             loop.timers.insert(timer, deadline: deadline)
