@@ -41,42 +41,77 @@ extension Runtime {
     private func startConnect(_ address: SocketAddress, name: String, color: Color, timeout: Duration,
                               completion: @escaping @Sendable (Result<Connection, NetError>) -> Void) {
         let loop = loop(for: color)
-        let socket: SocketBuffer
-        do {
-            socket = try loop.makeSocketBuffer(fd: -1)
-        } catch {
+        guard let socket = try? loop.makeSocketBuffer(fd: -1) else {
             return completion(.failure(NetError(operation: "connect", address: name, code: .system(.init(rawValue: ENOMEM)))))
+        }
+        let pending = PendingConnect(socket: socket, loop: loop, color: color, name: name, completion: completion)
+        // Registered so a shutdown during the connect completes it (ECANCELED) and frees it.
+        guard loop.sockets.register(pending) else {
+            return pending.fail(.system(.init(rawValue: ECANCELED)))
         }
         // The write timeout bounds the connect; it is cleared once connected.
         socket.setTimeouts(read: nil, write: timeout)
-        socket.onEvent = { [self] event in
+        // The closure holds `pending` (and so the socket) until the outcome replaces it: the
+        // connection installs its own handlers, `fail` installs an empty one.
+        socket.onEvent = { [self, pending] event in
             loop.runAs(color.rawValue) {
-                if event.connected {
-                    socket.setTimeouts(read: nil, write: nil)
-                    var one: Int32 = 1
-                    _ = setsockopt(socket.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                    let connection = Connection(runtime: self, loop: loop, color: color, socket: socket, peer: name)
-                    guard loop.sockets.register(connection) else {
-                        socket.free()
-                        return completion(.failure(NetError(operation: "connect", address: name, code: .system(.init(rawValue: ECANCELED)))))
-                    }
-                    connection.start()
-                    completion(.success(connection))
-                } else {
-                    let code: NetError.Code = event.timeout ? .timedOut : .system(.init(rawValue: event.errno == 0 ? ECONNREFUSED : event.errno))
-                    socket.free()
-                    socket.onEvent = { _ in }  // drops this closure, which holds the socket
-                    completion(.failure(NetError(operation: "connect", address: name, code: code)))
+                guard event.connected else {
+                    return pending.fail(event.timeout ? .timedOut : .system(.init(rawValue: event.errno == 0 ? ECONNREFUSED : event.errno)))
                 }
+                socket.setTimeouts(read: nil, write: nil)
+                var one: Int32 = 1
+                _ = setsockopt(socket.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                loop.sockets.unregister(pending)
+                let connection = Connection(runtime: self, loop: loop, color: color, socket: socket, peer: name)
+                guard loop.sockets.register(connection) else {
+                    socket.free()
+                    return pending.finish(.failure(NetError(operation: "connect", address: name, code: .system(.init(rawValue: ECANCELED)))))
+                }
+                connection.start()
+                pending.finish(.success(connection))
             }
         }
         socket.enable(read: true, write: true)
-        let started = address.withSockaddr { socket.connect($0, length: $1) }
-        if !started {
+        if !address.withSockaddr({ socket.connect($0, length: $1) }) {
             let code = errno
-            socket.free()
-            socket.onEvent = { _ in }
-            completion(.failure(NetError(operation: "connect", address: name, code: .system(.init(rawValue: code == 0 ? ECONNREFUSED : code)))))
+            pending.fail(.system(.init(rawValue: code == 0 ? ECONNREFUSED : code)))
         }
+    }
+}
+
+/// A connect in progress: completes exactly once, with the connection, the failure, or
+/// `ECANCELED` when the runtime shuts down first. Loop thread only.
+private final class PendingConnect: SocketOwner {
+    private let socket: SocketBuffer
+    private let loop: Loop
+    private let color: Color
+    private let name: String
+    private var completion: (@Sendable (Result<Connection, NetError>) -> Void)?
+
+    init(socket: SocketBuffer, loop: Loop, color: Color, name: String,
+         completion: @escaping @Sendable (Result<Connection, NetError>) -> Void) {
+        self.socket = socket
+        self.loop = loop
+        self.color = color
+        self.name = name
+        self.completion = completion
+    }
+
+    /// Frees the socket and reports `code`.
+    func fail(_ code: NetError.Code) {
+        loop.sockets.unregister(self)
+        socket.onEvent = { _ in }  // drops the closure that holds this object's socket
+        socket.free()
+        finish(.failure(NetError(operation: "connect", address: name, code: code)))
+    }
+
+    func finish(_ result: Result<Connection, NetError>) {
+        guard let completion else { return }
+        self.completion = nil
+        completion(result)
+    }
+
+    func closeForShutdown() {
+        loop.runAs(color.rawValue) { fail(.system(.init(rawValue: ECANCELED))) }
     }
 }
