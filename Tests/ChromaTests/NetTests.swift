@@ -528,3 +528,37 @@ extension NetRegressionTests {
         XCTAssertTrue(completed.wait(count: count, seconds: 10), "every connect completed, one way or the other")
     }
 }
+
+extension NetRegressionTests {
+    /// Busy sockets do not starve the loop's queue: with 8 connections flooding one loop,
+    /// work posted from another thread still runs promptly. (With the queue's drain one
+    /// libevent priority below I/O, it never ran at all.)
+    func testSocketFloodDoesNotStarveQueuedWork() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in connection.onBytes { _ in } }
+        let clients = try (0..<8).map { _ in try TestClient(port: listener.port) }
+        defer { for client in clients { client.close() } }
+        let stop = Locked(false)
+        let senders = Signal()
+        for client in clients {
+            Thread.detachNewThread {
+                let chunk = String(repeating: "z", count: 1 << 16)
+                while !stop.snapshot { client.send(chunk) }
+                senders.fire()
+            }
+        }
+        var latencies: [Double] = []
+        for _ in 0..<20 {
+            let ran = Signal()
+            let start = monotonicSeconds()
+            try runtime.execute(on: Color(7)) { ran.fire() }
+            XCTAssertTrue(ran.wait(seconds: 10), "queued work ran during the flood")
+            latencies.append(monotonicSeconds() - start)
+        }
+        stop.withLock { $0 = true }
+        for client in clients { shutdown(client.fd, Int32(SHUT_RDWR)) }
+        XCTAssertTrue(senders.wait(count: clients.count))
+        latencies.sort()
+        XCTAssertLessThan(latencies[10], 0.1, "median latency of queued work under the flood: \(latencies[10]) s")
+    }
+}

@@ -14,12 +14,10 @@ final class EventBase {
 
     /// Creates the base on the calling thread, which must be the loop's own thread.
     ///
-    /// Two priorities: I/O, timers and signals at `.io` (0), the run queue's wakeup at
-    /// `.queue` (1). libevent runs every active `.io` event before a `.queue` one, and after
-    /// ONE `.queue` callback it polls for I/O again (`max_dispatch_interval` enforced from
-    /// priority 1 up). The drain re-activates itself when its budget runs out; without this
-    /// libevent would keep running it in the same pass (a test measured 32 drains, 131k
-    /// callbacks, before a ready fd was served with the limit at 32 for all priorities).
+    /// Everything Chroma registers runs at one priority (`.io`): sockets, timers, signals,
+    /// the queue's wakeup and its continuation. Fairness comes from the drain's budget and
+    /// its continuation waiting for the next poll (see `Loop.drain`), not from priorities:
+    /// with the drain below I/O, busy sockets starved the queue completely.
     init() throws(ChromaError) {
         guard libeventThreadsEnabled else {
             throw .system(operation: "Runtime.start", call: "evthread_use_pthreads", errno: errno)
@@ -30,21 +28,16 @@ final class EventBase {
         defer { event_config_free(config) }
         // Precise timers: the coarse monotonic clock would wake timers up to 4 ms late.
         event_config_set_flag(config, Int32(EVENT_BASE_FLAG_PRECISE_TIMER.rawValue))
-        event_config_set_max_dispatch_interval(config, nil, 1, Priority.queue.rawValue)
         guard let base = event_base_new_with_config(config) else {
             throw .system(operation: "Runtime.start", call: "event_base_new_with_config", errno: errno)
-        }
-        guard event_base_priority_init(base, 2) == 0 else {
-            event_base_free(base)
-            throw .system(operation: "Runtime.start", call: "event_base_priority_init", errno: errno)
         }
         raw = base
     }
 
-    /// Event priorities: lower runs first.
+    /// The base has one priority, so everything runs at it, including the events libevent
+    /// makes itself (listeners, bufferevents): no kind of work can starve another.
     enum Priority: Int32 {
         case io = 0
-        case queue = 1
     }
 
     /// Runs the loop until `breakLoop()`; call on the owning thread only.
@@ -154,11 +147,6 @@ extension EventBase {
         guard let bev = bufferevent_socket_new(raw, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
             throw .system(operation: "connection", call: "bufferevent_socket_new", errno: errno)
         }
-        // I/O priority: libevent's default for a base with two priorities is the middle one,
-        // our drain's. There, libevent polls again after every callback (see `init`), so
-        // with 64 busy connections each read cost an epoll_wait over all of them (measured:
-        // 30k req/s at 64 connections, against 58k at 16).
-        _ = bufferevent_priority_set(bev, Priority.io.rawValue)
         return SocketBuffer(raw: bev)
     }
 

@@ -25,6 +25,9 @@ final class Loop: @unchecked Sendable {
     let nextColor = Atomic<UInt64>(0)
     private var base: EventBase?
     private var wakeupEvent: PersistentEvent?
+    /// A zero-timeout timer that continues a drain the budget stopped: it fires only after
+    /// libevent's next poll, so ready I/O and the rest of the queue take turns.
+    private var continuationEvent: PersistentEvent?
     private let stopRequested = Atomic<Bool>(false)
     /// Set once `finish()` closed the mailbox and swept (loop thread only).
     private var finished = false
@@ -111,7 +114,8 @@ final class Loop: @unchecked Sendable {
         do throws(ChromaError) {
             let base = try EventBase()
             self.base = base
-            let wakeup = try base.makeEvent(fd: -1, flags: 0, priority: .queue) { [unowned self] _ in self.drain() }
+            let wakeup = try base.makeEvent(fd: -1, flags: 0, priority: .io) { [unowned self] _ in self.drain() }
+            continuationEvent = try base.makeEvent(fd: -1, flags: 0, priority: .io) { [unowned self] _ in self.drain() }
             wakeupEvent = wakeup
             core.wakeupSlot.pointee = .passUnretained(wakeup)
             try wakeup.add()
@@ -148,13 +152,20 @@ final class Loop: @unchecked Sendable {
         core.wakeupSlot.pointee = nil
         wakeupEvent?.free()
         wakeupEvent = nil
+        continuationEvent?.free()
+        continuationEvent = nil
         base = nil
     }
 
     // MARK: Draining (loop thread)
 
-    /// The wakeup event's callback: runs queued jobs, at most `budget` of them, then lets
-    /// libevent poll for I/O and re-activates itself if work is left.
+    /// The wakeup event's callback: runs queued jobs, at most `budget` of them. If work is
+    /// left, the continuation timer (zero timeout) runs the next drain after libevent's
+    /// next poll: I/O that became ready meanwhile runs first, and a loop whose sockets are
+    /// always ready still reaches its queue. The wakeup, I/O, timers and the continuation
+    /// all share one libevent priority: no kind of work can starve another. (With the drain
+    /// one priority below I/O, a loop with 8 flooding connections never ran a cross-thread
+    /// `execute`: libevent serves a lower priority only when no higher one is active.)
     private func drain() {
         let core = self.core!
         let local = core.local
@@ -185,8 +196,9 @@ final class Loop: @unchecked Sendable {
         if stopRequested.load(ordering: .acquiring) {
             finish()
         } else if !idle {
+            // `wakeupActive` stays true: the continuation drains what local pushes add.
             local.pointee.wakeupActive = true
-            core.wake()
+            try? continuationEvent!.add(afterNanoseconds: 0)
         }
     }
 
