@@ -562,3 +562,42 @@ extension NetRegressionTests {
         XCTAssertLessThan(latencies[10], 0.1, "median latency of queued work under the flood: \(latencies[10]) s")
     }
 }
+
+extension AsyncNetTests {
+    /// Cancelling a task ends its wait: a pending `lines()` iteration ends, a `send`
+    /// waiting at the high watermark throws `CancellationError`.
+    func testCancellationEndsPendingReadsAndSends() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let waiting = Signal()
+        let outcomes = Locked<[String]>([])
+        let ended = Signal()
+        let tasks = Locked<[Task<Void, Never>]>([])
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            connection.setWatermarks(low: 1024, high: 16 << 10)
+            let reader = runtime.spawn(on: connection.color) {
+                waiting.fire()
+                for await _ in connection.lines() {}
+                return "reader ended"
+            } completion: { result in
+                outcomes.withLock { $0.append((try? result.get()) ?? "reader threw") }
+                ended.fire()
+            }
+            let sender = runtime.spawn(on: connection.color) {
+                // The peer reads nothing, so this blocks at the high watermark.
+                waiting.fire()
+                while true { try await connection.send([UInt8](repeating: 1, count: 64 << 10)) }
+            } completion: { (result: Result<Never, any Error>) in
+                if case .failure(let error) = result { outcomes.withLock { $0.append(error is CancellationError ? "sender cancelled" : "\(error)") } }
+                ended.fire()
+            }
+            tasks.withLock { $0 = [reader, sender] }
+        }
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        XCTAssertTrue(waiting.wait(count: 2))
+        XCTAssertTrue(waitUntil { tasks.snapshot.count == 2 })
+        for task in tasks.snapshot { task.cancel() }
+        XCTAssertTrue(ended.wait(count: 2, seconds: 10), "both tasks ended")
+        XCTAssertEqual(Set(outcomes.snapshot), ["reader ended", "sender cancelled"])
+    }
+}

@@ -1,5 +1,6 @@
 import CChroma
 import Glibc
+import Synchronization
 import SystemPackage
 
 /// Why a connection closed; passed once to the `onClose` handler.
@@ -79,8 +80,8 @@ public final class Connection: @unchecked Sendable {
     private var readPaused = false
     /// `onWritable` is due: the output went above the high watermark since it last ran.
     private var writeBlocked = false
-    /// `send` callers waiting for the output to drain.
-    private var drainWaiters: [@Sendable (Bool) -> Void] = []
+    /// `send` callers waiting for the output to drain, with their cancellation tokens.
+    private var drainWaiters: [(token: CancelToken, done: @Sendable (Bool) -> Void)] = []
 
     /// Loop thread: wraps an accepted or connected socket.
     init(runtime: Runtime, loop: Loop, color: Color, socket: SocketBuffer, peer: String) {
@@ -334,7 +335,7 @@ public final class Connection: @unchecked Sendable {
         if socket.outputLength <= lowWatermark {
             let waiters = drainWaiters
             drainWaiters.removeAll()
-            for waiter in waiters { waiter(true) }
+            for waiter in waiters { waiter.done(true) }
             if writeBlocked {
                 writeBlocked = false
                 writableHandler?()
@@ -394,7 +395,7 @@ public final class Connection: @unchecked Sendable {
         writableHandler = nil
         let waiters = drainWaiters
         drainWaiters.removeAll()
-        for waiter in waiters { waiter(false) }
+        for waiter in waiters { waiter.done(false) }
         let handler = closeHandler
         closeHandler = nil
         handler?(reason)
@@ -428,11 +429,23 @@ extension Connection {
             let input: Input
             /// The next line or chunk; nil at the end. An element already buffered is
             /// returned without suspending when the caller runs on the connection's color.
+            /// Cancelling the task ends the sequence (nil); unread input stays buffered.
             public mutating func next() async -> [UInt8]? {
                 let input = self.input
-                return await withCompletion { done in
-                    input.connection.onColor({ input.connection.next(lines: input.lines, maxLength: input.maxLength, done) },
-                                             refused: { done(nil) })
+                let connection = input.connection
+                let token = CancelToken()
+                return await withTaskCancellationHandler {
+                    await withCompletion { done in
+                        connection.onColor({
+                            if token.isCancelled { return done(nil) }
+                            connection.next(lines: input.lines, maxLength: input.maxLength, done)
+                        }, refused: { done(nil) })
+                    }
+                } onCancel: {
+                    // The flag covers a cancellation that overtakes the request; the queued
+                    // call ends a request already waiting.
+                    token.cancel()
+                    connection.onColor({ connection.cancelPendingNext() })
                 }
             }
         }
@@ -440,23 +453,53 @@ extension Connection {
 
     /// Queues `bytes` and returns once the output buffer is below the high watermark: the
     /// async write that honors backpressure. Throws `ConnectionClosed` if the connection
-    /// closed before the bytes could be queued or drained.
+    /// closed before the bytes could be queued or drained, and `CancellationError` if the
+    /// task is cancelled while waiting (the bytes stay queued).
     public func send(_ bytes: [UInt8]) async throws {
-        let accepted: Bool = await withCompletion { done in
-            onColor({ [self] in
-                guard closing == nil, !shutdownWriteRequested, let socket else { return done(false) }
-                bytes.withUnsafeBytes { socket.write($0) }
-                if socket.outputLength < highWatermark { return done(true) }
-                drainWaiters.append(done)
-            }, refused: { done(false) })
+        let token = CancelToken()
+        let accepted: Bool = await withTaskCancellationHandler {
+            await withCompletion { done in
+                onColor({ [self] in
+                    guard closing == nil, !shutdownWriteRequested, let socket else { return done(false) }
+                    bytes.withUnsafeBytes { socket.write($0) }
+                    if socket.outputLength < highWatermark || token.isCancelled { return done(true) }
+                    writeBlocked = true
+                    drainWaiters.append((token, done))
+                }, refused: { done(false) })
+            }
+        } onCancel: {
+            token.cancel()
+            onColor({ [self] in cancelDrainWaiter(token) })
         }
         if !accepted { throw ConnectionClosed(peer: peer) }
+        if token.isCancelled { throw CancellationError() }
+    }
+
+    /// On the color: ends a waiting `next()` with nil.
+    fileprivate func cancelPendingNext() {
+        if case .pull(let lines, let maxLength, let waiter?) = reader {
+            reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
+            waiter(nil)
+        }
+    }
+
+    /// On the color: releases the `send` waiting with `token`.
+    fileprivate func cancelDrainWaiter(_ token: CancelToken) {
+        guard let index = drainWaiters.firstIndex(where: { $0.token === token }) else { return }
+        drainWaiters.remove(at: index).done(true)
     }
 
     /// Queues `text` as UTF-8; see `send(_:)` for bytes.
     public func send(_ text: String) async throws {
         try await send(Array(text.utf8))
     }
+}
+
+/// A one-way cancellation flag shared by a waiting call and its cancellation handler.
+final class CancelToken: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isCancelled: Bool { flag.load(ordering: .acquiring) }
+    func cancel() { flag.store(true, ordering: .releasing) }
 }
 
 /// `send` on a connection that is closed or closing.
