@@ -41,10 +41,14 @@ struct EchoCommand: ParsableCommand {
             throw ValidationError("every option must be positive")
         }
         let havePeer = isExecutable(cPeer)
-        var samples: [Sample] = [], peerSamples: [Sample] = []
+        var samples: [Sample] = [], oneAcceptor: [Sample] = [], peerSamples: [Sample] = []
         for round in 1...rounds {
             progress("round \(round)/\(rounds): chroma, \(connections) connections")
-            samples.append(try measure())
+            samples.append(try measure(acceptors: .everyLoop))
+            if loops > 1 {
+                progress("round \(round)/\(rounds): chroma, one acceptor, \(connections) connections")
+                oneAcceptor.append(try measure(acceptors: .oneLoop))
+            }
             if havePeer {
                 progress("round \(round)/\(rounds): raw C libevent, \(connections) connections")
                 let port = freePort()
@@ -59,6 +63,11 @@ struct EchoCommand: ParsableCommand {
         var report = Report(scenario: "echo", machine: machine)
         let row = Sample.middle(of: samples).row("chroma echo c\(connections)")
         report.rows.append(row)
+        if !oneAcceptor.isEmpty {
+            let single = Sample.middle(of: oneAcceptor).row("chroma echo c\(connections) one acceptor")
+            report.rows.append(single)
+            report.ratios.append(("\(single.name) / \(row.name)", single.opsPerSecond / row.opsPerSecond))
+        }
         if !peerSamples.isEmpty {
             let peer = Sample.middle(of: peerSamples).row("c-libevent echo c\(connections)")
             report.rows.append(peer)
@@ -71,7 +80,7 @@ struct EchoCommand: ParsableCommand {
         print("chroma-bench echo   (\(machine.nproc) cores, \(machine.cpu))")
         print("server \(loops) loop(s), client \(clientLoops) loop(s) in the same process, \(connections) connections ping-pong,")
         print("\(lineBytes)-byte lines; \(duration)s per measurement, median of \(rounds) rounds")
-        let widths = [22, 12, 9, 9]
+        let widths = [34, 12, 9, 9]
         print(zip(["system", "k req/s", "p50 us", "p99 us"], widths).map { $0.padded(to: $1) }.joined(separator: " "))
         for row in report.rows {
             print(zip([row.name, fixed(row.opsPerSecond / 1e3, 1), fixed(row.p50Microseconds ?? .nan, 1), fixed(row.p99Microseconds ?? .nan, 1)], widths)
@@ -82,11 +91,11 @@ struct EchoCommand: ParsableCommand {
     }
 
     /// Chroma's echo server, in this process, under the load client.
-    func measure() throws -> Sample {
+    func measure(acceptors: Acceptors) throws -> Sample {
         let server = try Runtime(loops: loops)
         try server.start()
         defer { _ = try? server.shutdown() }
-        let listener = try server.listen(host: "127.0.0.1", port: 0) { connection in
+        let listener = try server.listen(host: "127.0.0.1", port: 0, acceptors: acceptors) { connection in
             connection.onLines { line in connection.write(line + [10]) }
         }
         return try load(port: listener.port)

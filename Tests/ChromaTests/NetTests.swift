@@ -601,3 +601,24 @@ extension AsyncNetTests {
         XCTAssertEqual(Set(outcomes.snapshot), ["reader ended", "sender cancelled"])
     }
 }
+
+extension NetTests {
+    /// One acceptor: loop 0 accepts and hands connections round-robin to every loop.
+    func testOneAcceptorSpreadsConnectionsAcrossLoops() throws {
+        let runtime = try startedRuntime(loops: 2)
+        let loopsSeen = Locked<[Int: Int]>([:])
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0, acceptors: .oneLoop) { connection in
+            XCTAssertEqual(Color.current, connection.color)
+            loopsSeen.withLock { $0[runtime.loopIndex(of: connection.color), default: 0] += 1 }
+            connection.onLines { line in connection.write(line + [10]) }
+        }
+        let clients = try (0..<10).map { _ in try TestClient(port: listener.port) }
+        defer { for c in clients { c.close() } }
+        for (i, client) in clients.enumerated() {
+            let expected = "hello \(i)\n"
+            client.send(expected)
+            XCTAssertEqual(String(decoding: client.receive(expected.utf8.count), as: UTF8.self), expected)
+        }
+        XCTAssertEqual(loopsSeen.snapshot, [0: 5, 1: 5], "round-robin over both loops")
+    }
+}

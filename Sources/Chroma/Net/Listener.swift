@@ -102,6 +102,16 @@ final class LoopListener: SocketOwner, @unchecked Sendable {
     func closeForShutdown() { close() }
 }
 
+/// Which loops accept a listener's connections.
+public enum Acceptors: Sendable, Equatable {
+    /// One listening socket per loop (`SO_REUSEPORT`): the kernel spreads connections by a
+    /// hash of their addresses, and each stays on the loop that accepted it. The default.
+    case everyLoop
+    /// One listening socket on loop 0, which hands each connection to the next loop in
+    /// turn (memcached's design): an even spread, for one cross-thread hop per connection.
+    case oneLoop
+}
+
 extension Runtime {
     /// Listens on `port` (0: any free port; see `Listener.port`) at `host` (an IPv4 or IPv6
     /// literal; default all IPv4 interfaces), with one socket per loop. For each accepted
@@ -111,8 +121,12 @@ extension Runtime {
     ///
     /// Throws `ChromaError.system` naming the failed call (`EADDRINUSE` and the like),
     /// `.invalidArgument` for a bad host, `.shutDown`/`.invalidState` when not running.
+    ///
+    /// `acceptors` picks who accepts: every loop (the default) or loop 0 alone, handing
+    /// connections round-robin to the loops (see `Acceptors`).
     @discardableResult
     public func listen(host: String = "0.0.0.0", port: UInt16, backlog: Int32 = 1024, color: Color? = nil,
+                       acceptors: Acceptors = .everyLoop,
                        onConnection: @escaping @Sendable (Connection) -> Void) throws(ChromaError) -> Listener {
         try checkRunning("listen")
         guard var address = SocketAddress(host: host, port: port) else {
@@ -122,13 +136,15 @@ extension Runtime {
         var boundPort = port
         let stats = AcceptStats()
         do throws(ChromaError) {
-            for loop in loops {
+            for loop in acceptors == .everyLoop ? loops : [loops[0]] {
                 address.port = boundPort
                 let entry = LoopListener(loop: loop, loopColor: Color(UInt64(loop.index)), stats: stats)
                 let runtime = self
                 let socket = try address.withSockaddr { sa, length throws(ChromaError) in
                     try loop.makeListener(address: sa, length: length, backlog: backlog, onAccept: { [unowned entry] fd in
-                        runtime.accept(fd, on: entry.loop, color: color, onConnection: onConnection)
+                        // One acceptor: fresh colors round-robin across all loops.
+                        let handOver = acceptors == .oneLoop ? (color ?? runtime.makeColor()) : color
+                        runtime.accept(fd, on: entry.loop, color: handOver, onConnection: onConnection)
                     }, onError: { [unowned entry] socket, error in
                         runtime.acceptFailed(error, socket: socket, stats: entry.stats, loopColor: entry.loopColor)
                     })
