@@ -186,7 +186,6 @@ final class SocketBuffer {
     }
 
     var fd: Int32 { raw.map { bufferevent_getfd($0) } ?? -1 }
-    var isOpen: Bool { raw != nil }
 
     func enable(read: Bool, write: Bool) {
         guard let raw else { return }
@@ -233,13 +232,21 @@ final class SocketBuffer {
     var outputLength: Int { raw.map { evbuffer_get_length(bufferevent_get_output($0)) } ?? 0 }
 
     /// Removes and returns one line (CRLF or LF ending, not included), or nil if no whole
-    /// line is buffered yet.
+    /// line is buffered yet. The line is copied once, from the buffer straight into the
+    /// returned array (`evbuffer_readln` would malloc a C string to copy again).
     func readLine() -> [UInt8]? {
         guard let raw else { return nil }
-        var length = 0
-        guard let line = evbuffer_readln(bufferevent_get_input(raw), &length, EVBUFFER_EOL_CRLF) else { return nil }
-        defer { Glibc.free(line) }
-        return [UInt8](UnsafeRawBufferPointer(start: line, count: length))
+        let input = bufferevent_get_input(raw)
+        var eolLength = 0
+        let end = evbuffer_search_eol(input, nil, &eolLength, EVBUFFER_EOL_CRLF)
+        guard end.pos >= 0 else { return nil }
+        let length = Int(end.pos)
+        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
+        let line = length == 0 ? [] : [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            count = max(0, Int(evbuffer_remove(input, buffer.baseAddress, length)))
+        }
+        evbuffer_drain(input, eolLength)
+        return line
     }
 
     /// Removes and returns everything buffered.

@@ -239,7 +239,7 @@ final class Loop: @unchecked Sendable {
         }
         guard !finished else { return }
         finished = true
-        _ = sockets.closeAll()
+        sockets.closeAll()
         let cancelledWatches = handles.closeLoop(self)
         let cancelledTimers = timers.cancelAll()
         // The sweep wakes waiters (a connection's readers and senders, a sleep): their
@@ -308,14 +308,13 @@ final class LoopSockets: @unchecked Sendable {
         lock.withLock { owners[ObjectIdentifier(owner)] = nil }
     }
 
-    /// Loop thread, at shutdown: closes every owner; returns how many there were.
-    func closeAll() -> Int {
+    /// Loop thread, at shutdown: closes every owner.
+    func closeAll() {
         let all = lock.withLock { () -> [SocketOwner] in
             closed = true
             defer { owners.removeAll() }
             return Array(owners.values)
         }
         for owner in all { owner.closeForShutdown() }
-        return all.count
     }
 }

@@ -187,11 +187,19 @@ public final class Connection: @unchecked Sendable {
     /// Queues `bytes` for the peer. Never blocks; see `isWritable` for backpressure.
     /// Writes after `close()` or `shutdownWrite()` are dropped.
     public func write(_ bytes: [UInt8]) {
-        onColor { [self] in
-            guard closing == nil, !shutdownWriteRequested, let socket else { return }
-            bytes.withUnsafeBytes { socket.write($0) }
-            if socket.outputLength >= highWatermark { writeBlocked = true }
+        // On the color (the usual case: a handler replying), write directly: building the
+        // escaping closure for `onColor` would allocate on every write.
+        if isOnColor {
+            writeNow(bytes)
+        } else {
+            onColor { [self] in writeNow(bytes) }
         }
+    }
+
+    private func writeNow(_ bytes: [UInt8]) {
+        guard closing == nil, !shutdownWriteRequested, let socket else { return }
+        bytes.withUnsafeBytes { socket.write($0) }
+        if socket.outputLength >= highWatermark { writeBlocked = true }
     }
 
     /// Queues `text` as UTF-8.

@@ -274,6 +274,11 @@ struct SocketAddress: @unchecked Sendable {
         }
     }
 
+    /// The NUL-terminated text in a C character buffer.
+    private static func cText(_ chars: [CChar]) -> String {
+        String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// "host:port" of a connected socket's peer, or "?".
     static func peerName(of fd: Int32) -> String {
         var storage = sockaddr_storage()
@@ -288,13 +293,13 @@ struct SocketAddress: @unchecked Sendable {
                 return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
                     var address = v6.pointee.sin6_addr
                     inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
-                    return "[\(String(cString: text))]:\(UInt16(bigEndian: v6.pointee.sin6_port))"
+                    return "[\(cText(text))]:\(UInt16(bigEndian: v6.pointee.sin6_port))"
                 }
             }
             return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
                 var address = v4.pointee.sin_addr
                 inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
-                return "\(String(cString: text)):\(UInt16(bigEndian: v4.pointee.sin_port))"
+                return "\(cText(text)):\(UInt16(bigEndian: v4.pointee.sin_port))"
             }
         }
     }
