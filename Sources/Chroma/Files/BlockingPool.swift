@@ -181,11 +181,7 @@ public final class BlockingPool: @unchecked Sendable {
 
     /// Hands a finished job to its color's loop and counts it posted.
     private func post(_ job: PoolJob) {
-        let context = Unmanaged.passRetained(job).toOpaque()
-        let queuedOnLoop = runtime.cores[runtime.loopIndex(of: job.color)].enqueue(
-            Job(color: job.color.rawValue, function: { raw in
-                Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
-            }, context: context))
+        let queuedOnLoop = runtime.cores[runtime.loopIndex(of: job.color)].enqueue(job.completionJob())
         // The loops wait for `unposted` to reach zero before they close their mailboxes.
         precondition(queuedOnLoop, "a pool completion was refused: the loops closed before the pool drained")
         lock.lock()
@@ -410,10 +406,7 @@ struct CompletionBatch: ~Copyable {
     /// Adds a finished (or refused) job; the batch holds one reference to it.
     mutating func append(_ job: PoolJob) {
         precondition(count < CompletionBatch.capacity, "append to a full completion batch")
-        let context = Unmanaged.passRetained(job).toOpaque()
-        (jobs + count).initialize(to: Job(color: job.color.rawValue, function: { raw in
-            Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
-        }, context: context))
+        (jobs + count).initialize(to: job.completionJob())
         loops[count] = -1
         count += 1
     }

@@ -64,6 +64,14 @@ class PoolJob: @unchecked Sendable {
 
     /// On the job's color: hands the result to the user's completion. Exactly once.
     func complete() { preconditionFailure("PoolJob.complete is abstract") }
+
+    /// The loop job that runs `complete()` on the job's color: a function job holding one
+    /// reference to this object, released when it runs.
+    final func completionJob() -> Job {
+        Job(color: color.rawValue, function: { raw in
+            Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
+        }, context: Unmanaged.passRetained(self).toOpaque())
+    }
 }
 
 /// A job on the blocking pool, as handed back by `Runtime.blocking` and the `Files` calls:
