@@ -1,4 +1,7 @@
 #define _GNU_SOURCE
+#include <sys/epoll.h>
+#include <errno.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <sched.h>
 #include "CChroma.h"
@@ -16,4 +19,13 @@ int chroma_pin_current_thread(int cpu) {
 
 int chroma_name_current_thread(const char *name) {
     return pthread_setname_np(pthread_self(), name);
+}
+
+int chroma_epoll_refusal(int fd) {
+    int probe = epoll_create1(EPOLL_CLOEXEC);
+    if (probe < 0) return 0;  // cannot tell: let libevent find out
+    struct epoll_event event = { .events = EPOLLIN };
+    int refusal = epoll_ctl(probe, EPOLL_CTL_ADD, fd, &event) == 0 ? 0 : errno;
+    close(probe);
+    return refusal;
 }

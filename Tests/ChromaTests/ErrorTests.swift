@@ -26,7 +26,7 @@ final class ErrorTests: XCTestCase {
         let fd = open(path, O_CREAT | O_RDWR, 0o600)
         XCTAssertGreaterThanOrEqual(fd, 0)
         defer { close(fd); unlink(path) }
-        assertThrows(.unpollable(operation: "watch", fd: fd, call: "event_add", errno: EPERM)) {
+        assertThrows(.unpollable(operation: "watch", fd: fd, call: "epoll_ctl", errno: EPERM)) {
             try runtime.watch(fd, for: .readable) { _ in }
         }
         // The refused fd is not left half-registered: a pipe on the same color still works.

@@ -23,4 +23,8 @@ int chroma_pin_current_thread(int cpu);
 /// Names the calling thread (pthread_setname_np needs _GNU_SOURCE). Returns 0 or an errno.
 int chroma_name_current_thread(const char *name);
 
+/// The errno epoll refuses `fd` with (EPERM for regular files and directories), or 0 when
+/// it accepts it; tried on a private epoll instance. (Swift's Glibc has no sys/epoll.h.)
+int chroma_epoll_refusal(int fd);
+
 #endif

@@ -308,9 +308,13 @@ public final class Runtime: @unchecked Sendable {
     /// Runs `body` on `color` each time `fd` becomes ready for something in `interest`
     /// (libasync's `fdcb`, but persistent). `body` gets the readiness that fired.
     ///
-    /// Throws `.badDescriptor` for a negative or closed fd, `.alreadyWatched` when `fd` is
-    /// already watched for part of `interest` or by another color, `.invalidArgument` for an
-    /// empty interest.
+    /// Throws `.badDescriptor` for a negative or closed fd, `.unpollable` for one epoll
+    /// refuses (a regular file, a directory), `.alreadyWatched` when `fd` is already watched
+    /// for part of `interest` or by another color, `.invalidArgument` for an empty interest.
+    ///
+    /// As with any epoll program: watching a descriptor and closing a `dup()` of it can lose
+    /// or misreport events (epoll tracks the open file, not the number); libevent's batched
+    /// interest changes, which Chroma's loops use, make that more likely.
     @discardableResult
     public func watch(_ fd: Int32, for interest: Interest, on color: Color = .main,
                       _ body: @escaping @Sendable (Interest) -> Void) throws(ChromaError) -> Watch {
@@ -319,6 +323,10 @@ public final class Runtime: @unchecked Sendable {
         }
         guard fd >= 0 else { throw .badDescriptor(operation: "watch", fd: fd, errno: EBADF) }
         if fcntl(fd, F_GETFD) == -1 { throw .badDescriptor(operation: "watch", fd: fd, errno: errno) }
+        // The loops batch their epoll changes (libevent's changelist), so epoll's refusal
+        // would otherwise come only at the next poll, after `watch` returned.
+        let refusal = chroma_epoll_refusal(fd)
+        if refusal != 0 { throw .unpollable(operation: "watch", fd: fd, call: "epoll_ctl", errno: refusal) }
         try checkRunning("watch")
         let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: loop(for: color), runtime: self, body: body)
         try handles.register(watch, operation: "watch")
