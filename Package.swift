@@ -6,11 +6,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Chroma", targets: ["Chroma"]),
+        .library(name: "ChromaHTTP", targets: ["ChromaHTTP"]),
         .executable(name: "chroma-bench", targets: ["ChromaBench"]),
         .executable(name: "chroma-ticker", targets: ["Ticker"]),
         .executable(name: "chroma-copy", targets: ["Copy"]),
         .executable(name: "chroma-copy-async", targets: ["CopyAsync"]),
         .executable(name: "chroma-echo", targets: ["Echo"]),
+        .executable(name: "chroma-httpd", targets: ["HTTPServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
@@ -37,6 +39,9 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // HTTP/1.1 on the runtime: routes, limits and static files over evhttp (the engine
+        // itself lives in Chroma's Net/HTTPEngine.swift, reached through SPI).
+        .target(name: "ChromaHTTP", dependencies: ["Chroma"]),
         // Counts malloc calls per thread so chroma-bench can report allocations per callback.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
         .executableTarget(
@@ -51,6 +56,7 @@ let package = Package(
         ),
         .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
         .executableTarget(name: "Echo", dependencies: ["Chroma"], path: "Examples/Echo"),
+        .executableTarget(name: "HTTPServer", dependencies: ["Chroma", "ChromaHTTP"], path: "Examples/HTTPServer"),
         .executableTarget(
             name: "Copy",
             dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
@@ -63,7 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ChromaTests",
-            dependencies: ["Chroma", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ]
 )

@@ -13,6 +13,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 // EV_* flags are macros Swift imports as Int32; events take short.
 static inline short chroma_ev_read(void) { return EV_READ; }
@@ -33,5 +35,10 @@ static inline short chroma_bev_connected(void) { return BEV_EVENT_CONNECTED; }
 static inline unsigned chroma_lev_options(void) {
     return LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED;
 }
+
+// evhttp header lists are TAILQs (macros): walk them through these.
+static inline struct evkeyval *chroma_evkeyval_first(struct evkeyvalq *headers) { return headers->tqh_first; }
+static inline struct evkeyval *chroma_evkeyval_next(struct evkeyval *header) { return header->next.tqe_next; }
+
 
 #endif

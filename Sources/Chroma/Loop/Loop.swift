@@ -281,6 +281,15 @@ final class Loop: @unchecked Sendable {
     }
 }
 
+extension Loop {
+    /// Lends the raw base to `HTTPEngine.swift` (see `EventBase.withRawBase`). Any thread
+    /// while the loop is open.
+    func withRawBase<R>(_ body: (OpaquePointer) throws(ChromaError) -> R) throws(ChromaError) -> R {
+        guard let base else { throw .shutDown(operation: "serveHTTP") }
+        return try base.withRawBase(body)
+    }
+}
+
 /// Something on a loop that holds sockets (a connection, a listener) and must release them
 /// on that loop's thread when the runtime shuts down.
 protocol SocketOwner: AnyObject {

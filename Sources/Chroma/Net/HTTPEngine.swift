@@ -1,0 +1,910 @@
+import CChroma
+import CLibevent
+import Glibc
+import Synchronization
+
+// The only file that touches evhttp handles (servers, connections, requests). Their
+// `OpaquePointer`s stay private to it; the base comes from `Loop.withRawBase`.
+//
+// This is the engine under `ChromaHTTP`, reached through `@_spi(HTTPEngine)`: one evhttp
+// per loop, each with its own SO_REUSEPORT listening socket, so a connection is accepted,
+// parsed, handled and answered on one loop thread with no hand-over. libevent's parser does
+// the HTTP; this file adds what evhttp lacks: a color per connection, a whole-request
+// deadline answered with 408 (evhttp's own timeout restarts on every byte, so a client
+// trickling a header never trips it), EMFILE back-off on accept, and a shutdown that never
+// leaves a pointer to a freed request behind.
+
+/// What an HTTP engine enforces on every connection.
+@_spi(HTTPEngine) public struct HTTPEngineLimits: Sendable {
+    /// Largest request head (request line plus headers); larger gets 413.
+    public var maxHeaderBytes: Int
+    /// Largest request body; larger gets 413.
+    public var maxBodyBytes: Int
+    /// Time from a request's first byte to its last; slower gets 408 and a close.
+    public var requestTimeout: Duration
+    /// A connection with no request in progress and nothing to write is closed after this.
+    public var idleTimeout: Duration
+
+    public init(maxHeaderBytes: Int, maxBodyBytes: Int, requestTimeout: Duration, idleTimeout: Duration) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+        self.requestTimeout = requestTimeout
+        self.idleTimeout = idleTimeout
+    }
+}
+
+/// Counters of an HTTP engine, summed over its loops.
+@_spi(HTTPEngine) public struct HTTPEngineStats: Sendable {
+    /// Requests handed to the handler.
+    public var requests: Int
+    /// Requests answered 408 by the request deadline.
+    public var requestTimeouts: Int
+    /// Connections accepted.
+    public var connections: Int
+    /// Accept calls that failed (out of descriptors and the like).
+    public var acceptFailures: Int
+}
+
+/// Counters shared by an engine's loops (relaxed atomics: statistics only).
+final class HTTPEngineCounters: Sendable {
+    let requests = Atomic<Int>(0)
+    let requestTimeouts = Atomic<Int>(0)
+    let connections = Atomic<Int>(0)
+    let acceptFailures = Atomic<Int>(0)
+}
+
+/// A running HTTP engine: one evhttp per loop on one port. Any thread may read `port`,
+/// `stats` and call `close()`.
+@_spi(HTTPEngine) public final class HTTPEngine: Sendable {
+    /// The port every loop's socket is bound to (the real one when 0 was asked for).
+    public let port: UInt16
+    private let runtime: Runtime
+    private let perLoop: [HTTPLoopServer]
+    private let counters: HTTPEngineCounters
+
+    fileprivate init(port: UInt16, runtime: Runtime, perLoop: [HTTPLoopServer], counters: HTTPEngineCounters) {
+        self.port = port
+        self.runtime = runtime
+        self.perLoop = perLoop
+        self.counters = counters
+    }
+
+    public var stats: HTTPEngineStats {
+        HTTPEngineStats(requests: counters.requests.load(ordering: .relaxed),
+                        requestTimeouts: counters.requestTimeouts.load(ordering: .relaxed),
+                        connections: counters.connections.load(ordering: .relaxed),
+                        acceptFailures: counters.acceptFailures.load(ordering: .relaxed))
+    }
+
+    /// Stops accepting and closes every connection, each loop on its own thread; requests
+    /// still being handled get no answer (their `respond` returns false). Idempotent.
+    public func close() {
+        for server in perLoop {
+            try? runtime.execute(on: server.loopColor) { server.close() }
+        }
+    }
+}
+
+/// One request, from the moment its head and body are read until it is answered. Created
+/// and answered on its connection's loop; `respond` may be called from any thread (it hops
+/// to the connection's color), everything else only on that loop's thread.
+///
+/// An exchange dropped without an answer answers 500 itself, so a handler bug never leaves
+/// a client waiting.
+@_spi(HTTPEngine) public final class HTTPExchange: @unchecked Sendable {
+    // Safe to send: `connection` is read and written only on `server`'s loop thread (off
+    // it, `respond` only queues a job to the connection's color, owned by that loop);
+    // `answered` likewise, and `deinit` reads it only after every job holding the exchange
+    // has released it; the rest is immutable.
+    private let server: HTTPLoopServer
+    private let connection: HTTPConnectionState
+    /// Which of the connection's requests this is: the connection's `request` is this
+    /// exchange's only while the serials match.
+    private let serial: UInt64
+    private var answered = false
+    /// The connection's color: handlers run on it, answers are sent from it.
+    public let color: Color
+
+    fileprivate init(server: HTTPLoopServer, connection: HTTPConnectionState) {
+        self.server = server
+        self.connection = connection
+        self.serial = connection.serial
+        self.color = connection.color
+    }
+
+    /// True on the connection's loop thread (where the accessors may be used).
+    public var isOnLoop: Bool { server.loop.isCurrent }
+
+    /// True until the exchange is answered or its connection goes away. Loop thread.
+    public var isOpen: Bool { request() != nil }
+
+    private func request() -> OpaquePointer? {
+        server.loop.preconditionOnLoop("an HTTP request is read on its connection's loop")
+        return connection.serial == serial ? connection.request : nil
+    }
+
+    /// The method's name ("GET", …).
+    public var method: String {
+        guard let raw = request() else { return "" }
+        switch evhttp_request_get_command(raw) {
+        case EVHTTP_REQ_GET: return "GET"
+        case EVHTTP_REQ_POST: return "POST"
+        case EVHTTP_REQ_HEAD: return "HEAD"
+        case EVHTTP_REQ_PUT: return "PUT"
+        case EVHTTP_REQ_DELETE: return "DELETE"
+        case EVHTTP_REQ_OPTIONS: return "OPTIONS"
+        case EVHTTP_REQ_TRACE: return "TRACE"
+        case EVHTTP_REQ_CONNECT: return "CONNECT"
+        case EVHTTP_REQ_PATCH: return "PATCH"
+        default: return "?"
+        }
+    }
+
+    /// The request target as sent ("/a%20b?x=1").
+    public var uri: String {
+        guard let raw = request(), let uri = evhttp_request_get_uri(raw) else { return "" }
+        return String(cString: uri)
+    }
+
+    /// The target's path, still percent-encoded ("/a%20b"); "/" for an empty one.
+    public var path: String {
+        guard let raw = request(), let parsed = evhttp_request_get_evhttp_uri(raw),
+              let path = evhttp_uri_get_path(parsed), path.pointee != 0 else { return "/" }
+        return String(cString: path)
+    }
+
+    /// The target's query, percent-encoded, or nil.
+    public var query: String? {
+        guard let raw = request(), let parsed = evhttp_request_get_evhttp_uri(raw),
+              let query = evhttp_uri_get_query(parsed) else { return nil }
+        return String(cString: query)
+    }
+
+    /// The first value of header `name` (any case), or nil.
+    public func header(_ name: String) -> String? {
+        guard let raw = request(), let value = evhttp_find_header(evhttp_request_get_input_headers(raw), name) else { return nil }
+        return String(cString: value)
+    }
+
+    /// Every header, in order.
+    public var headers: [(name: String, value: String)] {
+        guard let raw = request() else { return [] }
+        var all: [(name: String, value: String)] = []
+        var entry = chroma_evkeyval_first(evhttp_request_get_input_headers(raw))
+        while let header = entry {
+            all.append((String(cString: header.pointee.key), String(cString: header.pointee.value)))
+            entry = chroma_evkeyval_next(header)
+        }
+        return all
+    }
+
+    /// The body (read whole before the handler runs, within the body limit).
+    public var body: [UInt8] {
+        guard let raw = request(), let input = evhttp_request_get_input_buffer(raw) else { return [] }
+        let length = evbuffer_get_length(input)
+        guard length > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            count = max(0, Int(evbuffer_copyout(input, buffer.baseAddress, length)))
+        }
+    }
+
+    /// "host:port" of the client.
+    public var peer: String {
+        guard let raw = request(), let evcon = evhttp_request_get_connection(raw) else { return "?" }
+        var address: UnsafeMutablePointer<CChar>?
+        var port: UInt16 = 0
+        evhttp_connection_get_peer(evcon, &address, &port)
+        return "\(address.map { String(cString: $0) } ?? "?"):\(port)"
+    }
+
+    /// Answers with `status`, `headers` and `body`. Any thread: off the connection's loop
+    /// it queues the answer to the connection's color. Returns false when the exchange was
+    /// already answered or its connection is gone (known at once only on the loop thread;
+    /// from elsewhere, true means queued).
+    @discardableResult
+    public func respond(status: Int, headers: [(name: String, value: String)], body: [UInt8]) -> Bool {
+        if server.loop.isCurrent {
+            return body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
+        }
+        do {
+            try server.runtime.execute(on: color) { [self] in
+                _ = body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
+            }
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// `respond` with a body in borrowed memory, copied into the socket's buffer before
+    /// this returns. Loop thread only.
+    @discardableResult
+    public func respond(status: Int, headers: [(name: String, value: String)], body: UnsafeRawBufferPointer) -> Bool {
+        send(status: status, headers: headers, body: body)
+    }
+
+    /// Answers with the `length` bytes of open file `fd` from `offset`, sent with sendfile
+    /// where libevent can (`evbuffer_add_file`). Takes `fd` over: it is closed once sent,
+    /// or at once when the exchange can no longer be answered. Loop thread only.
+    @discardableResult
+    public func respondFile(status: Int, headers: [(name: String, value: String)], fd: Int32, offset: Int, length: Int) -> Bool {
+        guard let raw = request() else {
+            Glibc.close(fd)
+            return false
+        }
+        addHeaders(raw, headers)
+        let output = evhttp_request_get_output_buffer(raw)
+        if isHead(raw) {
+            Glibc.close(fd)
+            addHeadLength(raw, length)
+        } else if length == 0 {
+            Glibc.close(fd)
+        } else {
+            // evbuffer_add_file's two steps, so the descriptor's owner is known on failure:
+            // a segment that was never made leaves it to us; one that was made owns it
+            // (and a failed add frees the segment, closing it).
+            guard let segment = evbuffer_file_segment_new(fd, Int64(offset), Int64(length), UInt32(EVBUF_FS_CLOSE_ON_FREE)) else {
+                Glibc.close(fd)
+                return finish(raw, status: 500)
+            }
+            guard evbuffer_add_file_segment(output, segment, 0, Int64(length)) == 0 else {
+                return finish(raw, status: 500)
+            }
+            evbuffer_file_segment_free(segment)  // the buffer holds its own reference
+        }
+        return finish(raw, status: status)
+    }
+
+    private func send(status: Int, headers: [(name: String, value: String)], body: UnsafeRawBufferPointer) -> Bool {
+        guard let raw = request() else { return false }
+        addHeaders(raw, headers)
+        if isHead(raw) {
+            addHeadLength(raw, body.count)
+        } else if body.count > 0 {
+            evbuffer_add(evhttp_request_get_output_buffer(raw), body.baseAddress, body.count)
+        }
+        return finish(raw, status: status)
+    }
+
+    private func isHead(_ raw: OpaquePointer) -> Bool {
+        evhttp_request_get_command(raw) == EVHTTP_REQ_HEAD
+    }
+
+    /// HEAD: evhttp 2.1 would send a body given one (and leaves out Content-Length), so
+    /// the body is dropped here and its length announced, as GET would have.
+    private func addHeadLength(_ raw: OpaquePointer, _ length: Int) {
+        let output = evhttp_request_get_output_headers(raw)
+        if evhttp_find_header(output, "Content-Length") == nil {
+            _ = evhttp_add_header(output, "Content-Length", String(length))
+        }
+    }
+
+    private func addHeaders(_ raw: OpaquePointer, _ headers: [(name: String, value: String)]) {
+        guard !headers.isEmpty else { return }
+        let output = evhttp_request_get_output_headers(raw)
+        for header in headers {
+            // evhttp refuses names and values with CR or LF (header injection): the answer
+            // goes out without that header. (Explicit withCString: the implicit conversion
+            // copies a small string, "Content-Type" say, to the heap.)
+            _ = header.name.withCString { name in header.value.withCString { value in evhttp_add_header(output, name, value) } }
+        }
+    }
+
+    private func finish(_ raw: OpaquePointer, status: Int) -> Bool {
+        answered = true
+        server.date.add(to: evhttp_request_get_output_headers(raw))
+        connection.answer(raw, status: status)
+        return true
+    }
+
+    deinit {
+        guard !answered else { return }
+        // Never answered: answer 500 rather than leave the client waiting. The last
+        // reference may drop on any thread; the answer is sent from the connection's loop,
+        // and only if the connection still waits for this very request.
+        if server.loop.isCurrent {
+            connection.answerUnanswered(serial: serial)
+        } else {
+            let connection = self.connection, serial = self.serial
+            try? server.runtime.execute(on: color) { connection.answerUnanswered(serial: serial) }
+        }
+    }
+}
+
+/// What a connection is doing, as far as the request deadline is concerned.
+enum HTTPConnectionPhase {
+    /// Waiting for (or reading) a request: the request deadline runs once a byte came.
+    case waiting
+    /// The handler has the request.
+    case handling
+    /// The answer is being written (evhttp's write timeout applies).
+    case writing
+}
+
+/// One evhttp connection. Loop thread only.
+final class HTTPConnectionState: @unchecked Sendable {
+    // Safe to send: jobs carry it to its own loop, the only thread that touches it.
+    let color: Color
+    fileprivate let raw: OpaquePointer
+    /// The server outlives its connections (it frees them all before it goes).
+    fileprivate unowned let server: HTTPLoopServer
+    /// Bytes of the current request's head seen so far, until its end is seen.
+    fileprivate var headBytes = 0
+    fileprivate var headDone = false
+    /// The head outgrew `maxHeaderBytes`: the request is answered 413.
+    fileprivate var headTooLarge = false
+    fileprivate var inputCallback: OpaquePointer?
+    /// The bufferevent's input buffer, whose callback is on only until a request's head
+    /// is complete (libevent calls it on every add and drain, and evhttp drains line by line).
+    fileprivate var input: OpaquePointer?
+    /// The request the handler holds, until it is answered or the connection goes.
+    fileprivate var request: OpaquePointer?
+    /// Counts the connection's requests, so an exchange can tell `request` is its own.
+    fileprivate var serial: UInt64 = 0
+    var phase = HTTPConnectionPhase.waiting
+    /// Set when the first byte of a request arrives; the deadline counts from then.
+    var requestStarted = false
+    /// When the current phase began (or, once `requestStarted`, when the request did).
+    var requestStartedAt: UInt64
+    /// While `.writing`: the output length the sweep last saw, and when it last changed.
+    var lastOutputLength = -1
+    var lastProgressAt: UInt64 = 0
+
+    fileprivate init(color: Color, raw: OpaquePointer, server: HTTPLoopServer, now: UInt64) {
+        self.color = color
+        self.raw = raw
+        self.server = server
+        self.requestStartedAt = now
+    }
+
+    fileprivate func handOver(_ request: OpaquePointer) {
+        self.request = request
+        serial &+= 1
+        phase = .handling
+    }
+
+    fileprivate func answer(_ request: OpaquePointer, status: Int) {
+        self.request = nil
+        phase = .writing
+        lastOutputLength = -1
+        evhttp_send_reply(request, Int32(status), nil, nil)
+    }
+
+    /// An exchange died unanswered: answer 500 if the connection still waits for it.
+    fileprivate func answerUnanswered(serial: UInt64) {
+        guard serial == self.serial, let request else { return }
+        answer(request, status: 500)
+    }
+
+    /// libevent frees the request (the connection is closing).
+    fileprivate func dropRequest() { request = nil }
+
+    /// The input buffer's callback: `added` bytes just arrived (libevent parses them right
+    /// after). Starts the request deadline, and measures the request's head: evhttp 2.1
+    /// answers an oversized head with 400, so Chroma finds the head's end itself and
+    /// answers 413 first (evhttp's own limit is set well above, as a backstop).
+    fileprivate func bytesArrived(_ input: OpaquePointer, added: Int) {
+        guard phase == .waiting else { return }
+        if !requestStarted {
+            requestStarted = true
+            requestStartedAt = coarseMonotonicNanoseconds()
+        }
+        guard !headDone && !headTooLarge else { return }
+        let length = evbuffer_get_length(input)
+        let newStart = length - added
+        if let end = HTTPConnectionState.headEnd(input, from: newStart, length: length) {
+            headDone = true
+            headBytes += end - newStart
+        } else {
+            headBytes += added
+        }
+        if headBytes > server.limits.maxHeaderBytes {
+            headTooLarge = true
+            // Not from inside libevent's read: the job runs before the loop polls again.
+            if !headDone { server.answerHeadTooLarge(self) }
+        }
+        if headDone || headTooLarge { setInputCallback(enabled: false) }
+    }
+
+    /// The input buffer's callback exists only from the end of an answer until the next
+    /// head is complete: libevent runs a buffer's callback list on every add and drain (and
+    /// evhttp drains line by line), so even a disabled entry costs; removing it (libevent
+    /// allows that from inside the callback) leaves evhttp's parsing as cheap as in C.
+    fileprivate func setInputCallback(enabled: Bool) {
+        guard let input else { return }
+        if enabled {
+            if inputCallback == nil {
+                inputCallback = evbuffer_add_cb(input, httpInputCallback, Unmanaged.passUnretained(self).toOpaque())
+            }
+        } else if let entry = inputCallback {
+            _ = evbuffer_remove_cb_entry(input, entry)
+            inputCallback = nil
+        }
+    }
+
+    /// Where the head ends (just past its blank line) if that is in the bytes from
+    /// `newStart` on, else nil: one pass over the new bytes where libevent keeps them (no
+    /// copy). evhttp consumes whole lines as they come, so an empty buffer before the new
+    /// bytes means the last byte consumed ended a line.
+    private static func headEnd(_ input: OpaquePointer, from newStart: Int, length: Int) -> Int? {
+        // A blank line is "\n" then an optional "\r" then "\n".
+        var state = newStart == 0 ? 1 : 0  // 0: nothing, 1: after "\n", 2: after "\n\r"
+        var position = max(0, newStart - 2)
+        var start = evbuffer_ptr()
+        guard evbuffer_ptr_set(input, &start, position, EVBUFFER_PTR_SET) == 0 else { return nil }
+        // One socket read fills at most four chains (libevent's NUM_READ_IOVEC), plus the
+        // chain holding the two bytes before them: eight extents always cover the new bytes.
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { vectors -> Int? in
+            let count = Int(evbuffer_peek(input, length - position, &start, vectors.baseAddress, Int32(vectors.count)))
+            for index in 0..<min(count, vectors.count) {
+                let extent = UnsafeRawBufferPointer(start: vectors[index].iov_base, count: vectors[index].iov_len)
+                if let end = scanForBlankLine(extent, &state) { return position + end }
+                position += extent.count
+            }
+            return nil
+        }
+    }
+
+    /// Looks for "\n" ["\r"] "\n" in `bytes`, jumping between line ends with memchr;
+    /// `state` carries a match begun in an earlier extent. Returns the offset just past it.
+    private static func scanForBlankLine(_ bytes: UnsafeRawBufferPointer, _ state: inout Int) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
+        var i = 0
+        while i < bytes.count {
+            if state == 0 {
+                guard let hit = memchr(base + i, 0x0A, bytes.count - i) else { return nil }
+                i = base.distance(to: UnsafeRawPointer(hit)) + 1
+                state = 1
+                continue
+            }
+            let byte = bytes[i]
+            i += 1
+            if byte == 0x0A { return i }
+            state = byte == 0x0D && state == 1 ? 2 : 0
+        }
+        return nil
+    }
+
+    fileprivate func answerWritten() {
+        phase = .waiting
+        requestStarted = false
+        requestStartedAt = coarseMonotonicNanoseconds()
+        headBytes = 0
+        headDone = false
+        headTooLarge = false
+        setInputCallback(enabled: true)
+    }
+}
+
+/// One loop's evhttp and its connections. Created on any thread (like a listener: its
+/// socket is enabled last, which publishes it to the loop); afterwards used only on the
+/// loop's thread.
+final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
+    // Safe to send: set up completely before the listening socket is enabled (the base's
+    // lock orders that before the loop's first accept); afterwards every mutable field is
+    // touched only on `loop`'s thread (callbacks, jobs and timers of `loopColor`).
+    let runtime: Runtime
+    let loop: Loop
+    let loopColor: Color
+    let limits: HTTPEngineLimits
+    /// The Date header's text, remade once a second.
+    let date = HTTPDate()
+    private let counters: HTTPEngineCounters
+    private let handler: @Sendable (HTTPExchange) -> Void
+    private var http: OpaquePointer?
+    private var listener: OpaquePointer?
+    private var connections: [UnsafeMutableRawPointer: HTTPConnectionState] = [:]
+    /// Bufferevents made for connections evhttp has not finished setting up (see `newcomer`).
+    private var newcomers: [OpaquePointer] = []
+    private var sweepTimer: Timer?
+    private var closed = false
+    /// Set by `startHTTPEngine` once the loop's shutdown sweep knows the server.
+    var registered = false
+    private(set) var port: UInt16 = 0
+
+    init(runtime: Runtime, loop: Loop, limits: HTTPEngineLimits, counters: HTTPEngineCounters,
+         handler: @escaping @Sendable (HTTPExchange) -> Void) {
+        self.runtime = runtime
+        self.loop = loop
+        self.loopColor = Color(UInt64(loop.index))
+        self.limits = limits
+        self.counters = counters
+        self.handler = handler
+    }
+
+    /// Creates the evhttp and its socket (disabled). Any thread while the loop is open.
+    func bind(address: SocketAddress, backlog: Int32) throws(ChromaError) {
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        try loop.withRawBase { base throws(ChromaError) in
+            guard let http = evhttp_new(base) else {
+                throw .system(operation: "serveHTTP", call: "evhttp_new", errno: errno)
+            }
+            self.http = http
+            let lev = address.withSockaddr { sa, length in
+                evconnlistener_new_bind(base, nil, nil, chroma_lev_options(), backlog, sa, Int32(length))
+            }
+            guard let lev else {
+                throw .system(operation: "serveHTTP", call: "evconnlistener_new_bind", errno: errno)
+            }
+            guard evhttp_bind_listener(http, lev) != nil else {
+                evconnlistener_free(lev)
+                throw .system(operation: "serveHTTP", call: "evhttp_bind_listener", errno: errno)
+            }
+            listener = lev
+            evconnlistener_set_error_cb(lev, httpAcceptErrorCallback)
+            HTTPLoopServer.registry.insert(self, for: http)
+            evhttp_set_gencb(http, httpRequestCallback, context)
+            evhttp_set_bevcb(http, httpNewConnectionCallback, context)
+            // A backstop only: `HTTPConnectionState.bytesArrived` answers 413 first (one
+            // socket read, at most 16 KiB, can overshoot the limit before it sees it).
+            evhttp_set_max_headers_size(http, limits.maxHeaderBytes + 64 * 1024)
+            evhttp_set_max_body_size(http, limits.maxBodyBytes)
+            // No evhttp timeout: it is a bufferevent timeout, re-armed (an event_add with a
+            // timeout, ~1,200 instructions measured with callgrind) at every read and
+            // write toggle of every request. The sweep enforces idle and write timeouts
+            // instead, at a few instructions per connection per sweep.
+            evhttp_set_allowed_methods(http, UInt16(EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_POST.rawValue | EVHTTP_REQ_HEAD.rawValue
+                | EVHTTP_REQ_PUT.rawValue | EVHTTP_REQ_DELETE.rawValue | EVHTTP_REQ_OPTIONS.rawValue | EVHTTP_REQ_PATCH.rawValue))
+            evhttp_set_default_content_type(http, nil)
+            // No EVHTTP_SERVER_LINGERING_CLOSE: with it, evhttp reads a too-large body to
+            // its declared end before answering 413, so a client that waits for the answer
+            // first waits for the timeout. Instead every close drains what already arrived
+            // (`drainForClose`), so an answer is not lost to a reset.
+            port = boundPort(evconnlistener_get_fd(lev))
+        }
+    }
+
+    /// Starts accepting and the deadline sweep. Any thread.
+    func enable() throws(ChromaError) {
+        let interval = max(Duration.milliseconds(20), min(Duration.seconds(1), min(limits.requestTimeout, limits.idleTimeout) / 4))
+        sweepTimer = try runtime.schedule(after: interval, repeating: interval, on: loopColor) { [self] in sweep() }
+        if let listener { evconnlistener_enable(listener) }
+    }
+
+    // MARK: Requests (loop thread)
+
+    fileprivate func handle(_ raw: OpaquePointer) {
+        guard let evcon = evhttp_request_get_connection(raw) else { return }
+        let connection = state(of: evcon)
+        if connection.headTooLarge {
+            // The whole oversized head came in one read, and evhttp parsed it under its
+            // backstop limit: answer 413 (evhttp_send_error closes after writing).
+            connection.phase = .writing
+            evhttp_send_error(raw, 413, nil)
+            return
+        }
+        connection.handOver(raw)
+        counters.requests.add(1, ordering: .relaxed)
+        evhttp_request_set_on_complete_cb(raw, httpRequestCompleteCallback, Unmanaged.passUnretained(connection).toOpaque())
+        let exchange = HTTPExchange(server: self, connection: connection)
+        loop.runAs(connection.color.rawValue) { handler(exchange) }
+    }
+
+    /// The state of `evcon`, made on first sight (a connection evhttp set up before the
+    /// newcomer job ran, or one the job found).
+    private func state(of evcon: OpaquePointer) -> HTTPConnectionState {
+        let key = UnsafeMutableRawPointer(evcon)
+        if let known = connections[key] { return known }
+        let connection = HTTPConnectionState(color: runtime.makeColor(onLoop: loop.index), raw: evcon, server: self,
+                                             now: coarseMonotonicNanoseconds())
+        connections[key] = connection
+        evhttp_connection_set_closecb(evcon, httpConnectionClosedCallback, Unmanaged.passUnretained(self).toOpaque())
+        if let bev = evhttp_connection_get_bufferevent(evcon) {
+            var one: Int32 = 1
+            _ = setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            connection.input = bufferevent_get_input(bev)
+            connection.setInputCallback(enabled: true)
+        }
+        counters.connections.add(1, ordering: .relaxed)
+        return connection
+    }
+
+    /// evhttp asks for a bufferevent for each accepted connection before it creates the
+    /// connection, and offers no hook once it exists. The bufferevent is kept alive with an
+    /// extra reference until a job, queued now and run before the loop polls again, finds
+    /// the connection evhttp made (the bufferevent's callback argument) and registers it;
+    /// so a client that never finishes a request still gets its deadline.
+    fileprivate func newcomer(base: OpaquePointer) -> OpaquePointer? {
+        guard let bev = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else { return nil }
+        bufferevent_incref(bev)
+        newcomers.append(bev)
+        if newcomers.count == 1 {
+            try? runtime.execute(on: loopColor) { [self] in registerNewcomers() }
+        }
+        return bev
+    }
+
+    private func registerNewcomers() {
+        let pending = newcomers
+        newcomers.removeAll(keepingCapacity: true)
+        for bev in pending {
+            var read: bufferevent_data_cb?
+            var argument: UnsafeMutableRawPointer?
+            bufferevent_getcb(bev, &read, nil, nil, &argument)
+            // Callbacks cleared: evhttp already freed the connection (our reference kept
+            // the memory valid to find that out).
+            if !closed, read != nil, let evcon = argument {
+                _ = state(of: OpaquePointer(evcon))
+            }
+            _ = bufferevent_decref(bev)
+        }
+    }
+
+    fileprivate func connectionClosed(_ evcon: OpaquePointer) {
+        if let bev = evhttp_connection_get_bufferevent(evcon) { drainForClose(bufferevent_getfd(bev)) }
+        guard let connection = connections.removeValue(forKey: UnsafeMutableRawPointer(evcon)) else { return }
+        connection.setInputCallback(enabled: false)
+        connection.dropRequest()
+    }
+
+    /// Just before evhttp closes a socket: end our side and read away what the client
+    /// already sent (up to 64 KiB). Closing with unread input makes the kernel send a
+    /// reset, which can destroy an answer (a 408, a 413) the client has not read yet.
+    private func drainForClose(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        shutdown(fd, Int32(SHUT_WR))
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
+                       UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var total = 0
+        while total < 64 * 1024 {
+            let n = withUnsafeMutableBytes(of: &scratch) { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { break }
+            total += n
+        }
+    }
+
+    // MARK: Deadlines (loop thread)
+
+    /// Deadlines, every sweep: a request not whole `requestTimeout` after its first byte
+    /// gets 408 and a close; a connection waiting for a request with nothing sent for
+    /// `idleTimeout`, or whose answer made no progress for that long (a client that does
+    /// not read), is closed quietly. Handlers have no deadline here.
+    private func sweep() {
+        guard !closed else { return }
+        let now = coarseMonotonicNanoseconds()
+        let requestLimit = limits.requestTimeout.chromaNanoseconds ?? UInt64.max
+        let idleLimit = limits.idleTimeout.chromaNanoseconds ?? UInt64.max
+        var late: [HTTPConnectionState] = []
+        var idle: [HTTPConnectionState] = []
+        for connection in connections.values {
+            switch connection.phase {
+            case .waiting:
+                if connection.requestStarted || inputLength(connection.raw) > 0 {
+                    if now &- connection.requestStartedAt >= requestLimit { late.append(connection) }
+                } else if now &- connection.requestStartedAt >= idleLimit {
+                    idle.append(connection)
+                }
+            case .writing:
+                let length = outputLength(connection.raw)
+                if length != connection.lastOutputLength {
+                    connection.lastOutputLength = length
+                    connection.lastProgressAt = now
+                } else if now &- connection.lastProgressAt >= idleLimit {
+                    idle.append(connection)
+                }
+            case .handling:
+                break
+            }
+        }
+        for connection in late { timeOut(connection) }
+        for connection in idle { evhttp_connection_free(connection.raw) }
+    }
+
+    private func outputLength(_ evcon: OpaquePointer) -> Int {
+        guard let bev = evhttp_connection_get_bufferevent(evcon) else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bev))
+    }
+
+    private func inputLength(_ evcon: OpaquePointer) -> Int {
+        guard let bev = evhttp_connection_get_bufferevent(evcon) else { return 0 }
+        return evbuffer_get_length(bufferevent_get_input(bev))
+    }
+
+    private func timeOut(_ connection: HTTPConnectionState) {
+        counters.requestTimeouts.add(1, ordering: .relaxed)
+        answerAndClose(connection, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    /// Queues the 413 for a head that outgrew the limit before it ended.
+    fileprivate func answerHeadTooLarge(_ connection: HTTPConnectionState) {
+        try? runtime.execute(on: loopColor) { [self] in
+            guard !closed, connections[UnsafeMutableRawPointer(connection.raw)] === connection,
+                  connection.phase == .waiting, connection.headTooLarge else { return }
+            answerAndClose(connection, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        }
+    }
+
+    /// Writes `answer` straight to the socket and frees the connection. Only for a
+    /// connection in `.waiting`: nothing else is being written then, so the short answer
+    /// fits the empty socket buffer.
+    private func answerAndClose(_ connection: HTTPConnectionState, _ answer: StaticString) {
+        if let bev = evhttp_connection_get_bufferevent(connection.raw) {
+            let fd = bufferevent_getfd(bev)
+            if fd >= 0 {
+                _ = Glibc.send(fd, answer.utf8Start, answer.utf8CodeUnitCount, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+        }
+        evhttp_connection_free(connection.raw)  // calls `connectionClosed`, which drains
+    }
+
+    // MARK: Accept errors (loop thread)
+
+    /// Out of descriptors: pause accepting instead of spinning on the readable socket.
+    fileprivate func acceptFailed(_ error: Int32) {
+        counters.acceptFailures.add(1, ordering: .relaxed)
+        guard error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM, let listener else { return }
+        evconnlistener_disable(listener)
+        _ = try? runtime.schedule(after: Listener.acceptRetryDelay, on: loopColor) { [self] in
+            if !closed, let listener = self.listener { evconnlistener_enable(listener) }
+        }
+    }
+
+    /// Servers by their evhttp, for the accept-error callback (whose argument is evhttp's).
+    fileprivate static let registry = HTTPServerRegistry()
+
+    // MARK: Closing (loop thread)
+
+    /// Frees the evhttp: its socket and every connection. Exchanges still held by handlers
+    /// are cut loose first, so none touches a freed request. Idempotent.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        _ = sweepTimer?.cancel()
+        sweepTimer = nil
+        for connection in connections.values { connection.dropRequest() }
+        if let http {
+            HTTPLoopServer.registry.remove(http)
+            // Frees every connection (each calls `connectionClosed`) and the listener.
+            evhttp_free(http)
+        }
+        http = nil
+        listener = nil
+        connections.removeAll()
+        for bev in newcomers { _ = bufferevent_decref(bev) }
+        newcomers.removeAll()
+        loop.sockets.unregister(self)
+    }
+
+    func closeForShutdown() { close() }
+
+    private func boundPort(_ fd: Int32) -> UInt16 {
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return withUnsafeBytes(of: address) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
+    }
+}
+
+/// The `Date` header for one loop's answers, formatted once a second. evhttp formats it
+/// for every answer that lacks one (gmtime and a printf: 3,300 instructions per request in
+/// callgrind, a tenth of evhttp's whole cost for `/hello`), as nginx does not. Loop thread.
+final class HTTPDate {
+    private var second = -1
+    private var text = [CChar](repeating: 0, count: 40)
+
+    fileprivate func add(to headers: UnsafeMutablePointer<evkeyvalq>?) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
+        if now.tv_sec != second {
+            second = now.tv_sec
+            var seconds = now.tv_sec
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            // strftime's names come from the C locale, which Chroma never changes.
+            _ = strftime(&text, text.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+        }
+        _ = evhttp_add_header(headers, "Date", text)
+    }
+}
+
+/// Loop servers by their evhttp's address.
+final class HTTPServerRegistry: @unchecked Sendable {
+    // Safe to share: `servers` is only touched with `lock` held.
+    private let lock = Lock()
+    private var servers: [UInt: HTTPLoopServer] = [:]
+
+    fileprivate func insert(_ server: HTTPLoopServer, for http: OpaquePointer) {
+        lock.withLock { servers[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(http)))] = server }
+    }
+
+    fileprivate func remove(_ http: OpaquePointer) {
+        lock.withLock { _ = servers.removeValue(forKey: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(http)))) }
+    }
+
+    fileprivate func server(for http: OpaquePointer) -> HTTPLoopServer? {
+        lock.withLock { servers[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(http)))] }
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE: a few milliseconds of resolution, plenty for request
+/// deadlines, at a fraction of the precise clock's cost (it is read twice per request).
+private func coarseMonotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+private func timevalOf(_ duration: Duration) -> timeval {
+    let (seconds, attoseconds) = duration.components
+    return timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+}
+
+// MARK: C entry points (loop thread)
+
+private func httpRequestCallback(_ request: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<HTTPLoopServer>.fromOpaque(context!).takeUnretainedValue().handle(request!)
+}
+
+private func httpNewConnectionCallback(_ base: OpaquePointer?, _ context: UnsafeMutableRawPointer?) -> OpaquePointer? {
+    Unmanaged<HTTPLoopServer>.fromOpaque(context!).takeUnretainedValue().newcomer(base: base!)
+}
+
+private func httpConnectionClosedCallback(_ evcon: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<HTTPLoopServer>.fromOpaque(context!).takeUnretainedValue().connectionClosed(evcon!)
+}
+
+private func httpRequestCompleteCallback(_ request: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<HTTPConnectionState>.fromOpaque(context!).takeUnretainedValue().answerWritten()
+}
+
+private func httpInputCallback(_ buffer: OpaquePointer?, _ info: UnsafePointer<evbuffer_cb_info>?, _ context: UnsafeMutableRawPointer?) {
+    guard let info, info.pointee.n_added > 0 else { return }
+    Unmanaged<HTTPConnectionState>.fromOpaque(context!).takeUnretainedValue().bytesArrived(buffer!, added: info.pointee.n_added)
+}
+
+private func httpAcceptErrorCallback(_ listener: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
+    let error = errno
+    guard let context else { return }
+    HTTPLoopServer.registry.server(for: OpaquePointer(context))?.acceptFailed(error)
+}
+
+// MARK: Starting
+
+extension Runtime {
+    /// Starts an HTTP engine on `port` (0: any free port) at `host`: one evhttp per loop,
+    /// each with its own SO_REUSEPORT socket. `handler` runs on the loop that accepted the
+    /// connection, as the connection's color (a fresh color of that loop per connection).
+    /// Throws `ChromaError` naming the failed call, or `.shutDown`/`.invalidState`.
+    @_spi(HTTPEngine)
+    public func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPEngineLimits,
+                                handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
+        try checkRunning("serveHTTP")
+        guard var address = SocketAddress(host: host, port: port) else {
+            throw .invalidArgument(operation: "serveHTTP", detail: "\(host) is not an IPv4 or IPv6 address")
+        }
+        guard limits.maxHeaderBytes > 0, limits.maxBodyBytes >= 0,
+              limits.requestTimeout > .zero, limits.idleTimeout > .zero else {
+            throw .invalidArgument(operation: "serveHTTP", detail: "limits must be positive: \(limits)")
+        }
+        let counters = HTTPEngineCounters()
+        var servers: [HTTPLoopServer] = []
+        var boundPort = port
+        do throws(ChromaError) {
+            for loop in loops {
+                address.port = boundPort
+                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, counters: counters, handler: handler)
+                servers.append(server)
+                try server.bind(address: address, backlog: backlog)
+                boundPort = server.port
+                guard loop.sockets.register(server) else { throw .shutDown(operation: "serveHTTP") }
+                server.registered = true
+            }
+            for server in servers { try server.enable() }
+        } catch {
+            for server in servers {
+                // A registered server is closed on its loop (by this job, or by the
+                // shutdown sweep); one never registered was never enabled, so no loop
+                // has seen it and it can be freed here.
+                if !server.registered {
+                    server.close()
+                } else {
+                    try? execute(on: server.loopColor) { server.close() }
+                }
+            }
+            throw error
+        }
+        return HTTPEngine(port: boundPort, runtime: self, perLoop: servers, counters: counters)
+    }
+}

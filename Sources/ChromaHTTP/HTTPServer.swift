@@ -1,0 +1,93 @@
+@_spi(HTTPEngine) import Chroma
+
+/// What an HTTP server enforces on each connection. Requests over a size limit get 413,
+/// malformed ones 400 (libevent's parser decides), slow ones 408; each then closes its
+/// connection, and the server goes on serving the others.
+public struct HTTPLimits: Sendable {
+    /// Largest request head: request line plus headers (default 16 KiB).
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Largest request body (default 1 MiB).
+    public var maxBodyBytes: Int = 1 << 20
+    /// Longest time from a request's first byte to its last (default 30 s). A client that
+    /// trickles its request (slowloris) gets 408 and a close however steadily it sends.
+    public var requestTimeout: Duration = .seconds(30)
+    /// A connection with no request in progress, or an answer the client does not read,
+    /// is closed after this long without progress (default 60 s).
+    public var idleTimeout: Duration = .seconds(60)
+
+    public init() {}
+
+    public init(maxHeaderBytes: Int = 16 * 1024, maxBodyBytes: Int = 1 << 20,
+                requestTimeout: Duration = .seconds(30), idleTimeout: Duration = .seconds(60)) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+        self.requestTimeout = requestTimeout
+        self.idleTimeout = idleTimeout
+    }
+}
+
+/// Counters of a running server, summed over its loops.
+public struct HTTPServerStats: Sendable {
+    /// Requests handed to a route (parse errors and limit violations are not counted).
+    public var requests: Int
+    /// Requests answered 408 by `HTTPLimits.requestTimeout`.
+    public var requestTimeouts: Int
+    /// Connections accepted.
+    public var connections: Int
+    /// Accept calls that failed (out of descriptors and the like); the socket pauses
+    /// 100 ms after each instead of spinning.
+    public var acceptFailures: Int
+}
+
+/// A running HTTP/1.1 server: libevent's evhttp on every loop, each with its own
+/// `SO_REUSEPORT` socket on one port, so a connection is accepted, parsed, handled and
+/// answered on one loop with no hand-over. Keep-alive and pipelining come from evhttp
+/// (pipelined requests are answered in order, one at a time).
+///
+/// Any thread may read `port` and `stats` and call `close()`. Runtime shutdown closes
+/// the server too.
+public final class HTTPServer: Sendable {
+    private let engine: HTTPEngine
+    private let router: Router
+
+    init(engine: HTTPEngine, router: Router) {
+        self.engine = engine
+        self.router = router
+    }
+
+    /// The port the server listens on (the real one when 0 was asked for).
+    public var port: UInt16 { engine.port }
+
+    public var stats: HTTPServerStats {
+        let s = engine.stats
+        return HTTPServerStats(requests: s.requests, requestTimeouts: s.requestTimeouts,
+                               connections: s.connections, acceptFailures: s.acceptFailures)
+    }
+
+    /// Stops accepting and closes every connection (on each loop); requests still being
+    /// handled get no answer. Idempotent.
+    public func close() {
+        engine.close()
+    }
+}
+
+extension Runtime {
+    /// Serves HTTP/1.1 on `port` (0: any free port; see `HTTPServer.port`) at `host` (an
+    /// IPv4 or IPv6 literal; default all IPv4 interfaces), answering with `routes`.
+    ///
+    /// Each connection gets a fresh color owned by the loop that accepted it; handlers run
+    /// on it (see `HTTPRoutes`). Throws `ChromaError.system` naming the failed call
+    /// (`EADDRINUSE` and the like), `.invalidArgument` for a bad host or limits,
+    /// `.shutDown`/`.invalidState` when the runtime is not running.
+    @discardableResult
+    public func serveHTTP(host: String = "0.0.0.0", port: UInt16, backlog: Int32 = 1024,
+                          limits: HTTPLimits = HTTPLimits(), routes: HTTPRoutes) throws(ChromaError) -> HTTPServer {
+        let router = Router(routes: routes, runtime: self)
+        let engine = try startHTTPEngine(
+            host: host, port: port, backlog: backlog,
+            limits: HTTPEngineLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes,
+                                     requestTimeout: limits.requestTimeout, idleTimeout: limits.idleTimeout),
+            handler: { router.dispatch($0) })
+        return HTTPServer(engine: engine, router: router)
+    }
+}
