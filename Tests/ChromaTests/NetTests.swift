@@ -75,6 +75,34 @@ final class TestClient: @unchecked Sendable {
     func close() { Glibc.close(fd) }
 }
 
+/// Lowers RLIMIT_NOFILE to just above the highest open descriptor and fills every free
+/// one below it, so the next accept fails with EMFILE; `end()` undoes both.
+final class DescriptorExhaustion {
+    private var saved = rlimit()
+    private var fillers: [Int32] = []
+    private var ended = false
+
+    init() {
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+        let highest = (0..<Int32(65536)).last { fcntl($0, F_GETFD) != -1 } ?? 0
+        var tight = saved
+        tight.rlim_cur = rlim_t(highest + 1)
+        precondition(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &tight) == 0)
+        while true {
+            let fd = open("/dev/null", O_RDONLY)
+            if fd < 0 { break }
+            fillers.append(fd)
+        }
+    }
+
+    func end() {
+        guard !ended else { return }
+        ended = true
+        for fd in fillers { Glibc.close(fd) }
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
+    }
+}
+
 /// TCP: echo, many connections, the stalled half-line client, accept under EMFILE, a peer
 /// that resets mid-write, client connect, backpressure, shutdown.
 final class NetTests: XCTestCase {
@@ -156,22 +184,8 @@ final class NetTests: XCTestCase {
         // Client sockets exist before the limit drops; connecting them needs no descriptor.
         let clients = (0..<4).map { _ in TestClient() }
         defer { for c in clients { c.close() } }
-        var saved = rlimit()
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
-        let highest = (0..<Int32(65536)).last { fcntl($0, F_GETFD) != -1 } ?? 0
-        var tight = saved
-        tight.rlim_cur = rlim_t(highest + 1)
-        XCTAssertEqual(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &tight), 0)
-        var restored = false
-        defer { if !restored { setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved) } }
-        // Fill every free descriptor below the limit, so accept has none.
-        var fillers: [Int32] = []
-        while true {
-            let fd = open("/dev/null", O_RDONLY)
-            if fd < 0 { break }
-            fillers.append(fd)
-        }
-        defer { for fd in fillers { Glibc.close(fd) } }
+        let exhausted = DescriptorExhaustion()
+        defer { exhausted.end() }
         for client in clients { try client.connect(port: listener.port) }
         XCTAssertTrue(waitUntil { listener.acceptFailures > 0 }, "accept failed with EMFILE")
         // Not spinning: while three more retries fail (at least two retry delays), the loop
@@ -182,10 +196,7 @@ final class NetTests: XCTestCase {
         let (wall, cpu) = (monotonicSeconds() - wallStart, threadCPUSeconds(named: "chroma-loop-0") - cpuStart)
         XCTAssertGreaterThanOrEqual(wall, 0.15, "retries are paced by the retry delay")
         XCTAssertLessThan(cpu / wall, 0.25, "the loop paused accepting instead of spinning (\(cpu) s of CPU in \(wall) s)")
-        for fd in fillers { Glibc.close(fd) }
-        fillers.removeAll()
-        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
-        restored = true
+        exhausted.end()
         for (i, client) in clients.enumerated() {
             let expected = "back \(i)\n"
             client.send(expected)

@@ -1,0 +1,454 @@
+@testable import Chroma
+import ChromaHTTP
+import Foundation
+import XCTest
+
+/// One parsed HTTP response.
+struct TestResponse {
+    var status: Int
+    var headers: [String: String]
+    var body: [UInt8]
+    var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A blocking HTTP/1.1 client for tests: raw requests out, responses parsed in order (so
+/// pipelining can be checked), every read bounded by the socket's receive timeout.
+final class HTTPTestClient: @unchecked Sendable {
+    // Safe to send: used by one thread at a time.
+    let socket: TestClient
+    private var buffer: [UInt8] = []
+
+    init(port: UInt16) throws {
+        socket = try TestClient(port: port)
+    }
+
+    /// Over a socket connected elsewhere.
+    init(socket: TestClient) {
+        self.socket = socket
+    }
+
+    func send(_ raw: String) { socket.send(raw) }
+
+    func get(_ path: String, headers: String = "") -> TestResponse? {
+        send("GET \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n")
+        return response()
+    }
+
+    /// More bytes into `buffer`; false when the peer closed or the read timed out.
+    private func fill() -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = recv(socket.fd, &chunk, chunk.count, 0)
+        if n <= 0 { return false }
+        buffer += chunk[..<n]
+        return true
+    }
+
+    /// The next response, or nil if the connection closed (or went silent) first.
+    func response(head: Bool = false) -> TestResponse? {
+        var end: Int?
+        while true {
+            if let range = buffer.firstRange(of: Array("\r\n\r\n".utf8)) { end = range.upperBound; break }
+            if !fill() { return nil }
+        }
+        let headText = String(decoding: buffer[..<end!], as: UTF8.self)
+        var lines = headText.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { return nil }
+        var headers: [String: String] = [:]
+        for line in lines where !line.isEmpty {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        let length = head ? 0 : Int(headers["content-length"] ?? "0") ?? 0
+        while buffer.count < end! + length {
+            if !fill() { return nil }
+        }
+        let body = Array(buffer[end!..<(end! + length)])
+        buffer.removeFirst(end! + length)
+        return TestResponse(status: status, headers: headers, body: body)
+    }
+
+    /// True once the server closed the connection (within the receive timeout).
+    func waitForClose() -> Bool {
+        while fill() {}
+        return errno != EAGAIN && errno != EWOULDBLOCK
+    }
+
+    func close() { socket.close() }
+}
+
+/// ChromaHTTP: routes and colors, keep-alive and pipelining, limits (400, 408, 413),
+/// static files and their cache, path traversal, shutdown with requests in flight.
+final class HTTPTests: XCTestCase {
+    private var root = ""
+
+    override func setUpWithError() throws {
+        root = NSTemporaryDirectory() + "chroma-http-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: root + "/sub", withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    private func write(_ bytes: [UInt8], to name: String) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: root + "/" + name))
+    }
+
+    private func serve(_ runtime: Runtime, limits: HTTPLimits = HTTPLimits(), files: StaticFiles? = nil,
+                       _ configure: (inout HTTPRoutes) -> Void = { _ in }) throws -> HTTPServer {
+        var routes = HTTPRoutes()
+        routes.get("/hello") { request in request.respond(.ok, text: "Hello, World!") }
+        configure(&routes)
+        if let files { routes.files(at: "/", files) }
+        return try runtime.serveHTTP(host: "127.0.0.1", port: 0, limits: limits, routes: routes)
+    }
+
+    func testHelloKeepAliveAndPipelining() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime) { routes in
+            routes.get("/echo") { request in request.respond(.ok, text: "\(request.method) \(request.path) \(request.query ?? "-")") }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        let first = try XCTUnwrap(client.get("/hello"))
+        XCTAssertEqual(first.status, 200)
+        XCTAssertEqual(first.text, "Hello, World!")
+        XCTAssertEqual(first.headers["content-type"], "text/plain; charset=utf-8")
+        // Keep-alive: more requests on the same connection.
+        for i in 0..<20 {
+            XCTAssertEqual(client.get("/echo?i=\(i)")?.text, "GET /echo i=\(i)")
+        }
+        // Pipelining: three requests in one write, answered in order.
+        client.send((0..<3).map { "GET /echo?p=\($0) HTTP/1.1\r\nHost: t\r\n\r\n" }.joined())
+        for i in 0..<3 { XCTAssertEqual(client.response()?.text, "GET /echo p=\(i)") }
+        XCTAssertEqual(server.stats.requests, 24)
+        XCTAssertEqual(server.stats.connections, 1)
+    }
+
+    func testRoutingStatuses() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime) { routes in
+            routes.post("/submit") { request in request.respond(.created, text: "got \(request.body.count) bytes") }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        XCTAssertEqual(client.get("/nowhere")?.status, 404)
+        let wrongMethod = try XCTUnwrap(client.get("/submit"))
+        XCTAssertEqual(wrongMethod.status, 405)
+        XCTAssertEqual(wrongMethod.headers["allow"], "POST")
+        client.send("POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        let posted = try XCTUnwrap(client.response())
+        XCTAssertEqual(posted.status, 201)
+        XCTAssertEqual(posted.text, "got 5 bytes")
+        client.send("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        let head = try XCTUnwrap(client.response(head: true))
+        XCTAssertEqual(head.status, 200, "a get route answers HEAD")
+        XCTAssertEqual(head.headers["content-length"], "13", "with the length GET would send")
+        XCTAssertEqual(client.get("/hello")?.text, "Hello, World!", "the HEAD answer carried no body")
+    }
+
+    /// Handlers run inline on their connection's color; connections get different colors;
+    /// a route with its own color runs there and still reads the request.
+    func testHandlersRunOnConnectionColors() throws {
+        let runtime = try startedRuntime()
+        let pinned = runtime.makeColor(onLoop: 1)
+        let seen = Locked<[String: Set<UInt64>]>([:])
+        let server = try serve(runtime) { routes in
+            routes.get("/color") { request in
+                XCTAssertEqual(Color.current, request.color, "inline on the connection's color")
+                let id = request.header("X-Client") ?? "?"
+                seen.withLock { _ = $0[id, default: []].insert(request.color.rawValue) }
+                request.respond(.ok, text: "\(request.color.rawValue)")
+            }
+            routes.post("/pinned", on: pinned) { request in
+                XCTAssertEqual(Color.current, pinned)
+                request.respond(.ok, text: "\(request.header("x-token") ?? "none") \(request.body.count) \(request.headers.count)")
+            }
+        }
+        let clients = try (0..<8).map { _ in try HTTPTestClient(port: server.port) }
+        defer { for c in clients { c.close() } }
+        for round in 0..<3 {
+            for (i, client) in clients.enumerated() {
+                XCTAssertEqual(client.get("/color", headers: "X-Client: \(i)\r\n")?.status, 200, "round \(round)")
+            }
+        }
+        let colors = seen.snapshot
+        XCTAssertEqual(colors.count, 8)
+        XCTAssertTrue(colors.values.allSatisfy { $0.count == 1 }, "one color per connection: \(colors)")
+        XCTAssertEqual(Set(colors.values.map { $0.first! }).count, 8, "different connections, different colors")
+        clients[0].send("POST /pinned HTTP/1.1\r\nHost: t\r\nX-Token: abc\r\nContent-Length: 3\r\n\r\nxyz")
+        XCTAssertEqual(clients[0].response()?.text, "abc 3 3")
+    }
+
+    func testAsyncHandlersAndAnswersFromElsewhere() throws {
+        let runtime = try startedRuntime()
+        struct Failure: Error {}
+        let server = try serve(runtime) { routes in
+            routes.get("/async") { request async throws -> HTTPResponse in
+                try await runtime.sleep(for: .milliseconds(5))
+                XCTAssertEqual(Color.current, request.color)
+                return HTTPResponse(text: "slept on \(request.path)")
+            }
+            routes.get("/throws") { _ async throws -> HTTPResponse in throw Failure() }
+            routes.get("/later") { request in
+                // Answered from another thread, after the handler returned.
+                Thread.detachNewThread { request.respond(.ok, text: "later") }
+            }
+            routes.get("/forgotten") { _ in }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        XCTAssertEqual(client.get("/async")?.text, "slept on /async")
+        XCTAssertEqual(client.get("/throws")?.status, 500)
+        XCTAssertEqual(client.get("/later")?.text, "later")
+        XCTAssertEqual(client.get("/forgotten")?.status, 500, "a request dropped unanswered is answered 500")
+        XCTAssertEqual(client.get("/hello")?.status, 200, "the connection goes on")
+    }
+
+    func testMalformedRequestsGetTheirStatusAndTheServerGoesOn() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 4096, maxBodyBytes: 1000))
+        let cases: [(String, Int, String)] = [
+            ("GARBAGE\r\n\r\n", 400, "malformed request line"),
+            ("GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: \(String(repeating: "a", count: 8000))\r\n\r\n", 413, "oversized header in one piece"),
+            ("GET /\(String(repeating: "a", count: 8000)) HTTP/1.1\r\nHost: t\r\n\r\n", 413, "oversized request line"),
+            ("POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400, "bad Content-Length"),
+            ("POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n", 400, "negative Content-Length"),
+            ("POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", 413, "body over the limit"),
+            ("GET /hello HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n", 400, "header line without a colon"),
+        ]
+        for (request, status, what) in cases {
+            let client = try HTTPTestClient(port: server.port)
+            client.send(request)
+            XCTAssertEqual(client.response()?.status, status, what)
+            XCTAssertTrue(client.waitForClose(), "\(what): the connection is closed after the error")
+            client.close()
+            let good = try HTTPTestClient(port: server.port)
+            XCTAssertEqual(good.get("/hello")?.status, 200, "still serving after \(what)")
+            good.close()
+        }
+    }
+
+    /// A head that grows past the limit a line at a time, never ending: 413 as soon as it
+    /// passes the limit, not at the deadline.
+    func testStreamedOversizedHeadGets413() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2048, requestTimeout: .seconds(30)))
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        client.send("GET /hello HTTP/1.1\r\nHost: t\r\n")
+        let started = monotonicSeconds()
+        for i in 0..<31 {
+            client.send("X-Line-\(i): \(String(repeating: "b", count: 100))\r\n")
+            usleep(2000)  // the client's own pace (one line per read); the test waits on the answer
+        }
+        let answer = client.response()
+        XCTAssertEqual(answer?.status, 413)
+        XCTAssertLessThan(monotonicSeconds() - started, 10, "answered at the limit, not at the 30 s deadline")
+        XCTAssertTrue(client.waitForClose())
+    }
+
+    /// Slowloris: a client trickling its head a byte at a time gets 408 at the request
+    /// deadline, while other clients are served promptly all along.
+    func testSlowHeaderClientGets408AndOthersAreServed() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(400)))
+        let slow = try HTTPTestClient(port: server.port)
+        defer { slow.close() }
+        let stop = Locked(false)
+        let trickler = Thread {
+            for byte in "GET /hello HTTP/1.1\r\nHost: slow\r\nX-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                if stop.snapshot { return }
+                slow.send(String(byte))
+                usleep(20_000)  // the attacker's pace, not a wait for the server
+            }
+        }
+        trickler.start()
+        defer { stop.withLock { $0 = true } }
+        let other = try HTTPTestClient(port: server.port)
+        defer { other.close() }
+        for _ in 0..<10 {
+            let start = monotonicSeconds()
+            XCTAssertEqual(other.get("/hello")?.status, 200)
+            XCTAssertLessThan(monotonicSeconds() - start, 0.3, "other clients are served promptly")
+        }
+        let answer = slow.response()
+        XCTAssertEqual(answer?.status, 408, "the trickling client gets 408")
+        XCTAssertTrue(slow.waitForClose())
+        XCTAssertEqual(server.stats.requestTimeouts, 1)
+        XCTAssertEqual(other.get("/hello")?.status, 200)
+    }
+
+    /// An idle keep-alive connection is closed quietly after the idle timeout (no 408:
+    /// it had no request under way).
+    func testIdleConnectionClosesQuietly() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(200), idleTimeout: .milliseconds(600)))
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        XCTAssertEqual(client.get("/hello")?.status, 200)
+        XCTAssertNil(client.response(), "closed without an answer")
+        XCTAssertEqual(server.stats.requestTimeouts, 0)
+    }
+
+    func testStaticFilesTraversalAndErrors() throws {
+        let runtime = try startedRuntime()
+        let small = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let big = (0..<(600 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) }
+        try write(small, to: "file4k.bin")
+        try write(big, to: "big.bin")
+        try write(Array("<h1>home</h1>".utf8), to: "index.html")
+        try write(Array("sub index".utf8), to: "sub/index.html")
+        try write(Array("spaced".utf8), to: "a b.txt")
+        let server = try serve(runtime, files: StaticFiles(root: root))
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        let file = try XCTUnwrap(client.get("/file4k.bin"))
+        XCTAssertEqual(file.status, 200)
+        XCTAssertEqual(file.body, small)
+        XCTAssertEqual(file.headers["content-type"], "application/octet-stream")
+        XCTAssertEqual(client.get("/file4k.bin")?.body, small, "again, from the cache")
+        XCTAssertEqual(client.get("/big.bin")?.body, big, "a file above the cache limit, sent with sendfile")
+        XCTAssertEqual(client.get("/")?.text, "<h1>home</h1>")
+        XCTAssertEqual(client.get("/")?.headers["content-type"], "text/html; charset=utf-8")
+        XCTAssertEqual(client.get("/sub/")?.text, "sub index")
+        let redirect = try XCTUnwrap(client.get("/sub"))
+        XCTAssertEqual(redirect.status, 301)
+        XCTAssertEqual(redirect.headers["location"], "/sub/")
+        XCTAssertEqual(client.get("/a%20b.txt")?.text, "spaced")
+        XCTAssertEqual(client.get("/missing.txt")?.status, 404)
+        XCTAssertEqual(client.get("/file4k.bin/x")?.status, 404)
+        for path in ["/../etc/passwd", "/sub/../../etc/passwd", "/%2e%2e/etc/passwd", "/sub/%2E%2E/%2e%2e/etc/hostname", "/..%2fetc/passwd"] {
+            XCTAssertEqual(client.get(path)?.status, 403, path)
+        }
+        XCTAssertEqual(client.get("/a%00b")?.status, 400, "NUL byte")
+        client.send("POST /file4k.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        XCTAssertEqual(client.response()?.status, 405)
+        XCTAssertEqual(client.get("/hello")?.text, "Hello, World!", "an exact route wins over the file prefix")
+    }
+
+    /// The small-file cache: served from memory until `revalidateAfter`, then checked with
+    /// stat and re-read when the file changed.
+    func testFileCacheRevalidation() throws {
+        let runtime = try startedRuntime(loops: 1)
+        try write(Array("version one".utf8), to: "page.txt")
+        let always = try serve(runtime, files: StaticFiles(root: root, revalidateAfter: .zero))
+        var routes = HTTPRoutes()
+        routes.files(at: "/", StaticFiles(root: root, revalidateAfter: .seconds(3600)))
+        let never = try runtime.serveHTTP(host: "127.0.0.1", port: 0, routes: routes)
+        let a = try HTTPTestClient(port: always.port), b = try HTTPTestClient(port: never.port)
+        defer { a.close(); b.close() }
+        XCTAssertEqual(a.get("/page.txt")?.text, "version one")
+        XCTAssertEqual(b.get("/page.txt")?.text, "version one")
+        // A different size and time: any stat sees the change.
+        try write(Array("version two, longer".utf8), to: "page.txt")
+        XCTAssertEqual(a.get("/page.txt")?.text, "version two, longer", "revalidated on every request")
+        XCTAssertEqual(b.get("/page.txt")?.text, "version one", "served from memory until revalidateAfter")
+        try FileManager.default.removeItem(atPath: root + "/page.txt")
+        XCTAssertEqual(a.get("/page.txt")?.status, 404, "a removed file is noticed")
+    }
+
+    /// Many connections at once, each with verified keep-alive requests, from many threads.
+    func testManyConcurrentConnections() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime) { routes in
+            routes.get("/echo") { request in request.respond(.ok, text: request.query ?? "") }
+        }
+        let connections = underTSan ? 100 : 400, requests = underTSan ? 5 : 10
+        let failures = Counter()
+        onThreads(8) { t in
+            for c in stride(from: t, to: connections, by: 8) {
+                guard let client = try? HTTPTestClient(port: server.port) else { failures.increment(); continue }
+                for r in 0..<requests where client.get("/echo?c\(c)r\(r)")?.text != "c\(c)r\(r)" { failures.increment() }
+                client.close()
+            }
+        }
+        XCTAssertEqual(failures.current, 0)
+        XCTAssertEqual(server.stats.requests, connections * requests)
+    }
+
+    /// Shutdown with a request held by its handler: it completes, the held request can no
+    /// longer be answered (and nothing touches freed memory), and the client sees a close.
+    func testShutdownWithRequestsInFlight() throws {
+        let runtime = try Runtime(loops: 2)
+        try runtime.start()
+        let held = Locked<[HTTPRequest]>([])
+        let arrived = Signal()
+        let server = try serve(runtime) { routes in
+            routes.get("/hold") { request in
+                held.withLock { $0.append(request) }
+                arrived.fire()
+            }
+        }
+        let clients = try (0..<4).map { _ in try HTTPTestClient(port: server.port) }
+        defer { for c in clients { c.close() } }
+        for client in clients { client.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n") }
+        XCTAssertTrue(arrived.wait(count: 4))
+        let (finished, _) = shutdownInBackground(runtime)
+        XCTAssertTrue(finished.wait(seconds: 20), "shutdown completed")
+        for client in clients { XCTAssertNil(client.response(), "closed without an answer") }
+        for request in held.snapshot { XCTAssertFalse(request.respond(.ok, text: "too late")) }
+        held.withLock { $0.removeAll() }
+    }
+
+    /// The README's HTTP example, as written there (port 0 here), answers as it says.
+    func testReadmeExample() throws {
+        let runtime = try startedRuntime()
+        try write(Array("static".utf8), to: "s.txt")
+        let www = root
+        var routes = HTTPRoutes()
+        routes.get("/hello") { request in request.respond(.ok, text: "Hello, World!") }  // inline, on the connection's color
+        routes.get("/user") { request async throws -> HTTPResponse in                    // a task on the same color
+            let bytes = try await runtime.files.read("/etc/hostname")
+            return HTTPResponse(text: "\(request.query ?? "") on \(String(decoding: bytes, as: UTF8.self))")
+        }
+        routes.files(at: "/", StaticFiles(root: www))                                     // pool reads + per-loop cache
+        let server = try runtime.serveHTTP(port: 0, limits: HTTPLimits(requestTimeout: .seconds(10)), routes: routes)
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        let hostname = try String(contentsOfFile: "/etc/hostname", encoding: .utf8)
+        XCTAssertEqual(client.get("/user?id=7")?.text, "id=7 on \(hostname)")
+        XCTAssertEqual(client.get("/s.txt")?.text, "static")
+    }
+
+    /// Accept under EMFILE: the HTTP server pauses accepting instead of spinning, and
+    /// serves the waiting clients once descriptors free up.
+    func testAcceptUnderEMFILERecovers() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let server = try serve(runtime)
+        let clients = (0..<3).map { _ in TestClient() }
+        defer { for c in clients { c.close() } }
+        let exhausted = DescriptorExhaustion()
+        defer { exhausted.end() }
+        for client in clients { try client.connect(port: server.port) }
+        XCTAssertTrue(waitUntil { server.stats.acceptFailures > 0 }, "accept failed with EMFILE")
+        let failures = server.stats.acceptFailures
+        XCTAssertTrue(waitUntil { server.stats.acceptFailures >= failures + 2 }, "it retries")
+        exhausted.end()
+        for client in clients {
+            XCTAssertEqual(HTTPTestClient(socket: client).get("/hello")?.text, "Hello, World!", "served once descriptors freed up")
+        }
+        XCTAssertLessThan(server.stats.acceptFailures, 100, "paced retries, not a spin")
+    }
+
+    func testCloseStopsAcceptingAndBadArgumentsThrow() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime)
+        let client = try HTTPTestClient(port: server.port)
+        XCTAssertEqual(client.get("/hello")?.status, 200)
+        server.close()
+        XCTAssertTrue(client.waitForClose(), "close() closes open connections")
+        client.close()
+        XCTAssertTrue(waitUntil { (try? TestClient(port: server.port)) == nil }, "no longer accepting")
+        XCTAssertThrowsError(try runtime.serveHTTP(host: "not an address", port: 0, routes: HTTPRoutes())) { error in
+            guard case .invalidArgument(let operation, _)? = error as? ChromaError else { return XCTFail("\(error)") }
+            XCTAssertEqual(operation, "serveHTTP")
+        }
+        XCTAssertThrowsError(try runtime.serveHTTP(port: 0, limits: HTTPLimits(requestTimeout: .zero), routes: HTTPRoutes()))
+        try runtime.shutdown()
+        XCTAssertThrowsError(try runtime.serveHTTP(port: 0, routes: HTTPRoutes())) { error in
+            XCTAssertEqual(error as? ChromaError, .shutDown(operation: "serveHTTP"))
+        }
+    }
+}
