@@ -3,7 +3,7 @@ SWIFT ?= swift
 CC ?= cc
 PEER_DIR := .build/peers
 
-.PHONY: setup build test tsan bench examples peers clean
+.PHONY: setup build test tsan bench bench-tools examples peers clean
 
 # Installs libevent-dev only when pkg-config cannot find libevent_pthreads. Idempotent.
 setup:
@@ -28,27 +28,48 @@ examples: setup
 	$(SWIFT) build -c release --product chroma-copy
 	$(SWIFT) build -c release --product chroma-copy-async
 	$(SWIFT) build -c release --product chroma-echo
+	$(SWIFT) build -c release --product chroma-httpd
 
-# Peers: the raw-C libevent program the dispatch table compares against, and the SwiftNIO
-# package the hop table compares against (its own package; its first build takes a few
-# minutes, and the hop table simply skips it if it cannot be built).
-NIO_HOP := Benchmarks/peers/nio-hop/.build/release/nio-hop
+# Peers: the raw-C libevent programs the dispatch, echo and http tables compare against, and
+# the SwiftNIO package (nio-hop for the hop table, nio-http for the http table; its own
+# package, its first build takes a few minutes, and those tables simply skip it if it cannot
+# be built).
+NIO_DIR := Benchmarks/peers/swiftnio
+NIO_HOP := $(NIO_DIR)/.build/release/nio-hop
+NIO_HTTP := $(NIO_DIR)/.build/release/nio-http
 peers: setup
 	@mkdir -p $(PEER_DIR)
 	$(CC) -O2 -o $(PEER_DIR)/c-dispatch Benchmarks/peers/c-libevent/dispatch.c \
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
 	$(CC) -O2 -o $(PEER_DIR)/c-echo Benchmarks/peers/c-libevent/echo.c \
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
-	@echo "building the SwiftNIO peer (Benchmarks/peers/nio-hop)"
-	@cd Benchmarks/peers/nio-hop && $(SWIFT) build -c release >/dev/null 2>&1 || echo "nio-hop peer not built; the hop table will skip it"
+	$(CC) -O2 -o $(PEER_DIR)/c-httpd Benchmarks/peers/c-libevent/httpd.c \
+		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
+	@echo "building the SwiftNIO peers (nio-hop, nio-http in $(NIO_DIR))"
+	@cd $(NIO_DIR) && $(SWIFT) build -c release >/dev/null 2>&1 || echo "SwiftNIO peers not built; the hop and http tables will skip their NIO rows"
 
-# The default suite: release build, then the dispatch, disk, hop and echo tables.
-bench: setup peers
+# wrk and nginx for the http table, installed only when missing. Never fails the bench: the
+# http table skips the peers it cannot find.
+bench-tools:
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
+			|| echo "could not install$$missing; the http table will skip the peers that need it"; \
+	fi
+
+# The default suite: release build, then the dispatch, disk, hop, echo and http tables.
+bench: setup peers bench-tools
 	$(SWIFT) build -c release --product chroma-bench
+	$(SWIFT) build -c release --product chroma-httpd
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo --c-peer $(PEER_DIR)/c-echo
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench http --c-peer $(PEER_DIR)/c-httpd --nio-peer $(NIO_HTTP) --nginx-conf Benchmarks/peers/nginx/nginx.conf
 
 clean:
-	rm -rf .build .build-tsan Benchmarks/peers/nio-hop/.build
+	rm -rf .build .build-tsan $(NIO_DIR)/.build

@@ -24,8 +24,8 @@ struct HopCommand: ParsableCommand {
     @Option(help: "Rounds; each measures every system in turn; medians are reported.")
     var rounds: Int = 3
 
-    @Option(help: "The SwiftNIO peer (built by `make bench` from Benchmarks/peers/nio-hop); skipped when missing.")
-    var nioPeer: String = "Benchmarks/peers/nio-hop/.build/release/nio-hop"
+    @Option(help: "The SwiftNIO peer (built by `make bench` from Benchmarks/peers/swiftnio); skipped when missing.")
+    var nioPeer: String = "Benchmarks/peers/swiftnio/.build/release/nio-hop"
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false

@@ -5,6 +5,8 @@ struct Row {
     var allocsPerOp: Double? = nil
     var p50Microseconds: Double? = nil
     var p99Microseconds: Double? = nil
+    /// Failed operations during the measurement (socket errors, error responses), where counted.
+    var errors: Int? = nil
 }
 
 /// A scenario's results: rows and side-by-side ratios, printed as a table or as the one
@@ -21,6 +23,7 @@ struct Report {
             if let p50 = row.p50Microseconds { fields.append("\"p50_us\": \(fixed(p50, 1))") }
             if let p99 = row.p99Microseconds { fields.append("\"p99_us\": \(fixed(p99, 1))") }
             if let allocs = row.allocsPerOp { fields.append("\"allocs_per_op\": \(fixed(allocs, 3))") }
+            if let errors = row.errors { fields.append("\"errors\": \(errors)") }
             return "{" + fields.joined(separator: ", ") + "}"
         }.joined(separator: ", ")
         let ratioText = ratios.map { "\($0.name.jsonQuoted): \(fixed($0.value, 3))" }.joined(separator: ", ")
