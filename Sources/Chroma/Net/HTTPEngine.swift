@@ -368,6 +368,29 @@ final class HTTPConnectionState: @unchecked Sendable {
         phase = .writing
         lastOutputLength = -1
         evhttp_send_reply(request, Int32(status), nil, nil)
+        // `request` and possibly the connection are freed from here on.
+        writeNow()
+    }
+
+    /// Writes the answer now instead of after the next poll, as nginx does. evhttp only
+    /// asks the bufferevent to write when the socket reports writable: one more poll, and
+    /// two epoll interest changes, per request. If the answer leaves whole, the bufferevent's
+    /// write callback is run at once, so evhttp finishes the request and starts reading the
+    /// next (its read/write interest changes then cancel out in the changelist); if not, the
+    /// bufferevent writes the rest when the socket is writable, as before. This is exactly
+    /// what the bufferevent's own write callback does, one poll earlier (the output's start
+    /// is frozen except while the bufferevent writes; so it is here).
+    private func writeNow() {
+        guard let bev = evhttp_connection_get_bufferevent(raw) else { return }
+        let output = bufferevent_get_output(bev)
+        evbuffer_unfreeze(output, 1)
+        _ = evbuffer_write(output, bufferevent_getfd(bev))
+        evbuffer_freeze(output, 1)
+        if evbuffer_get_length(output) == 0 {
+            // Runs evhttp's write callback now: it completes the request (our completion
+            // callback, maybe the connection's close) before this returns.
+            bufferevent_trigger(bev, Int16(EV_WRITE), Int32(BEV_TRIG_IGNORE_WATERMARKS.rawValue))
+        }
     }
 
     /// An exchange died unanswered: answer 500 if the connection still waits for it.
