@@ -22,7 +22,7 @@ struct HTTPCommand: ParsableCommand {
     var warmup: Int = 1
 
     @Option(help: "Rounds; each round runs every server in turn on a workload; medians are reported.")
-    var rounds: Int = 2
+    var rounds: Int = 3
 
     @Option(help: "Connection counts for /hello and /file4k.bin, comma-separated.")
     var connections: String = "64"
@@ -454,16 +454,7 @@ final class ServerChild {
     private init(pid: pid_t) { self.pid = pid }
 
     static func spawn(_ path: String, _ arguments: [String], stderrTo log: String) -> ServerChild? {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for arg in argv { free(arg) } }
-        var pid = pid_t()
-        guard posix_spawnp(&pid, path, &actions, nil, argv, environ) == 0 else { return nil }
+        guard let pid = spawnChild(path, arguments, stdout: .null, stderr: .file(log)) else { return nil }
         return ServerChild(pid: pid)
     }
 
@@ -527,21 +518,11 @@ private func describeWaitStatus(_ status: Int32) -> String {
 private func runCapturingOutput(_ path: String, _ arguments: [String], limit: Double) -> (output: String, exitCode: Int32, timedOut: Bool)? {
     var pipeFDs: [Int32] = [0, 0]
     guard pipe(&pipeFDs) == 0 else { return nil }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDERR_FILENO)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for arg in argv { free(arg) } }
-    var pid = pid_t()
-    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
+    let spawned = spawnChild(path, arguments, stdout: .descriptor(pipeFDs[1]), stderr: .descriptor(pipeFDs[1]),
+                             closing: [pipeFDs[0], pipeFDs[1]])
     close(pipeFDs[1])
     defer { close(pipeFDs[0]) }
-    guard rc == 0 else { return nil }
+    guard let pid = spawned else { return nil }
     let deadline = nowSeconds() + limit
     var output: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)

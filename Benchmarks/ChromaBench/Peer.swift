@@ -84,22 +84,45 @@ func freePort() -> UInt16 {
     }
 }
 
-/// Starts `path` (looked up on PATH when it has no slash) with its stdout on a pipe;
-/// returns the pid and the pipe's read end, or nil if it could not start.
-private func spawnWithPipe(_ path: String, _ arguments: [String]) -> (pid_t, Int32)? {
-    var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { return nil }
+/// Where a spawned child's standard descriptor goes.
+enum ChildStream {
+    /// /dev/null.
+    case null
+    /// This (parent's) descriptor, duplicated into the child.
+    case descriptor(Int32)
+    /// A file, created or truncated.
+    case file(String)
+}
+
+/// Starts `path` (looked up on PATH when it has no slash) with stdin, stdout and stderr
+/// as given; `closing` are parent descriptors the child must not inherit. The pid, or nil.
+func spawnChild(_ path: String, _ arguments: [String], stdin: ChildStream = .null, stdout: ChildStream,
+                stderr: ChildStream? = nil, closing: [Int32] = []) -> pid_t? {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    for (stream, target) in [(stdin, STDIN_FILENO), (stdout, STDOUT_FILENO)] + (stderr.map { [($0, STDERR_FILENO)] } ?? []) {
+        switch stream {
+        case .null: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
+        case .descriptor(let fd): posix_spawn_file_actions_adddup2(&actions, fd, target)
+        case .file(let path): posix_spawn_file_actions_addopen(&actions, target, path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        }
+    }
+    for fd in closing { posix_spawn_file_actions_addclose(&actions, fd) }
     let argv = ([path] + arguments).map { strdup($0) } + [nil]
     defer { for arg in argv { free(arg) } }
     var pid = pid_t()
-    let rc = posix_spawnp(&pid, path, &actions, nil, argv, environ)
+    return posix_spawnp(&pid, path, &actions, nil, argv, environ) == 0 ? pid : nil
+}
+
+/// Starts `path` with its stdout on a pipe; returns the pid and the pipe's read end, or
+/// nil if it could not start.
+private func spawnWithPipe(_ path: String, _ arguments: [String]) -> (pid_t, Int32)? {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { return nil }
+    let pid = spawnChild(path, arguments, stdin: .descriptor(STDIN_FILENO), stdout: .descriptor(pipeFDs[1]), closing: [pipeFDs[0]])
     close(pipeFDs[1])
-    guard rc == 0 else {
+    guard let pid else {
         close(pipeFDs[0])
         return nil
     }
