@@ -702,21 +702,33 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
         if unflushed.count >= HTTPLoopServer.flushBatch {
             flushAnswers()
         } else if unflushed.count == 1 {
+            // A C function and a retained context: no closure allocated per iteration.
+            let context = Unmanaged.passRetained(self).toOpaque()
             do {
-                try runtime.execute(on: loopColor) { [self] in flushAnswers() }
+                try runtime.execute(on: loopColor, context: context) { context in
+                    let server = Unmanaged<HTTPLoopServer>.fromOpaque(context!).takeRetainedValue()
+                    server.flushAnswers()
+                }
             } catch {
+                Unmanaged<HTTPLoopServer>.fromOpaque(context).release()
                 unflushed.removeAll()  // shutting down: the bufferevents write as usual
             }
         }
     }
 
     private func flushAnswers() {
-        let batch = unflushed
-        unflushed.removeAll(keepingCapacity: true)
+        // Swapped out, not copied (flushing can queue more answers), and its storage
+        // handed back afterwards: no allocation per batch.
+        var batch = spareBatch
+        swap(&batch, &unflushed)
         for (connection, serial) in batch where !closed && connections[UnsafeMutableRawPointer(connection.raw)] === connection {
             connection.flush(serial: serial)
         }
+        batch.removeAll(keepingCapacity: true)
+        spareBatch = batch
     }
+
+    @exclusivity(unchecked) private var spareBatch: [(HTTPConnectionState, UInt64)] = []
 
     // MARK: Deadlines (loop thread)
 
