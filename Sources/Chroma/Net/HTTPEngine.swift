@@ -363,6 +363,9 @@ final class HTTPConnectionState: @unchecked Sendable {
         self.request = request
         serial &+= 1
         phase = .handling
+        // A pipelined request parsed from bytes already buffered never ran the input
+        // callback, which would otherwise stay on through the handler.
+        setInputCallback(enabled: false)
     }
 
     fileprivate func answer(_ request: OpaquePointer, status: Int) {
