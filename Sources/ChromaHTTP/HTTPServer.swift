@@ -48,11 +48,9 @@ public struct HTTPServerStats: Sendable {
 /// the server too.
 public final class HTTPServer: Sendable {
     private let engine: HTTPEngine
-    private let router: Router
 
-    init(engine: HTTPEngine, router: Router) {
+    init(engine: HTTPEngine) {
         self.engine = engine
-        self.router = router
     }
 
     /// The port the server listens on (the real one when 0 was asked for).
@@ -88,6 +86,6 @@ extension Runtime {
             limits: HTTPEngineLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes,
                                      requestTimeout: limits.requestTimeout, idleTimeout: limits.idleTimeout),
             handler: { router.dispatch($0) })
-        return HTTPServer(engine: engine, router: router)
+        return HTTPServer(engine: engine)
     }
 }

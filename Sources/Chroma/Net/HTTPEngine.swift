@@ -112,12 +112,6 @@ final class HTTPEngineCounters: Sendable {
         self.color = connection.color
     }
 
-    /// True on the connection's loop thread (where the accessors may be used).
-    public var isOnLoop: Bool { server.loop.isCurrent }
-
-    /// True until the exchange is answered or its connection goes away. Loop thread.
-    public var isOpen: Bool { request() != nil }
-
     private func request() -> OpaquePointer? {
         server.loop.preconditionOnLoop("an HTTP request is read on its connection's loop")
         return connection.serial == serial ? connection.request : nil
@@ -138,12 +132,6 @@ final class HTTPEngineCounters: Sendable {
         case EVHTTP_REQ_PATCH: return "PATCH"
         default: return "?"
         }
-    }
-
-    /// The request target as sent ("/a%20b?x=1").
-    public var uri: String {
-        guard let raw = request(), let uri = evhttp_request_get_uri(raw) else { return "" }
-        return String(cString: uri)
     }
 
     /// The target's path, still percent-encoded ("/a%20b"); "/" for an empty one.
@@ -214,13 +202,6 @@ final class HTTPEngineCounters: Sendable {
         } catch {
             return false
         }
-    }
-
-    /// `respond` with a body in borrowed memory, copied into the socket's buffer before
-    /// this returns. Loop thread only.
-    @discardableResult
-    public func respond(status: Int, headers: [(name: String, value: String)], body: UnsafeRawBufferPointer) -> Bool {
-        send(status: status, headers: headers, body: body)
     }
 
     /// Answers with the `length` bytes of open file `fd` from `offset`, sent with sendfile
