@@ -279,6 +279,35 @@ final class HTTPTests: XCTestCase {
         XCTAssertEqual(other.get("/hello")?.status, 200)
     }
 
+    /// Input waiting while a handler holds the request (a pipelined request, the peer's
+    /// FIN) must not make the loop spin: evhttp is not reading then, and the engine's extra
+    /// read event on the socket is parked until the answer is written.
+    func testInputDuringASlowHandlerDoesNotSpin() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let started = Signal()
+        let server = try serve(runtime) { routes in
+            routes.get("/slow") { _ async throws -> HTTPResponse in
+                started.fire()
+                try await runtime.sleep(for: .milliseconds(400))
+                return HTTPResponse(text: "slow")
+            }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        XCTAssertEqual(client.get("/hello")?.status, 200)  // the connection exists before the clock starts
+        let (wallStart, cpuStart) = (monotonicSeconds(), threadCPUSeconds(named: "chroma-loop-0"))
+        client.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        XCTAssertTrue(started.wait())
+        // Sent while the handler holds /slow: it waits in the socket, unread.
+        client.send("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+        XCTAssertEqual(client.response()?.text, "slow")
+        XCTAssertEqual(client.response()?.text, "Hello, World!", "the pipelined request is answered after")
+        let (wall, cpu) = (monotonicSeconds() - wallStart, threadCPUSeconds(named: "chroma-loop-0") - cpuStart)
+        XCTAssertGreaterThanOrEqual(wall, 0.35)
+        XCTAssertLessThan(cpu / wall, 0.25, "the loop waited instead of spinning (\(cpu) s of CPU in \(wall) s)")
+        XCTAssertEqual(client.get("/hello")?.status, 200, "and the connection goes on")
+    }
+
     /// An idle keep-alive connection is closed quietly after the idle timeout (no 408:
     /// it had no request under way).
     func testIdleConnectionClosesQuietly() throws {

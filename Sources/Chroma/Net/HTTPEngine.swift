@@ -320,6 +320,15 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// The bufferevent's input buffer, whose callback is on only until a request's head
     /// is complete (libevent calls it on every add and drain, and evhttp drains line by line).
     @exclusivity(unchecked) fileprivate var input: OpaquePointer?
+    /// A second persistent read event on the socket, which does nothing: while it is
+    /// registered, evhttp's disabling and re-enabling of reading around each request never
+    /// reaches epoll (libevent tells the backend only when the fd's read count goes to or
+    /// from zero), saving an epoll_ctl per request. Taken off when it would spin: a second
+    /// firing while a handler holds the request (so evhttp is not reading) means input is
+    /// waiting unread; it comes back when the answer is written.
+    fileprivate var readAnchor: OpaquePointer?
+    fileprivate var anchorFires = 0
+    fileprivate var anchorParked = false
     /// The request the handler holds, until it is answered or the connection goes.
     @exclusivity(unchecked) fileprivate var request: OpaquePointer?
     /// Counts the connection's requests, so an exchange can tell `request` is its own.
@@ -344,6 +353,7 @@ final class HTTPConnectionState: @unchecked Sendable {
         self.request = request
         serial &+= 1
         phase = .handling
+        anchorFires = 0
         // A pipelined request parsed from bytes already buffered never ran the input
         // callback, which would otherwise stay on through the handler.
         setInputCallback(enabled: false)
@@ -485,6 +495,26 @@ final class HTTPConnectionState: @unchecked Sendable {
         headDone = false
         headTooLarge = false
         setInputCallback(enabled: true)
+        if anchorParked, let readAnchor {
+            anchorParked = false
+            event_add(readAnchor, nil)
+        }
+    }
+
+    fileprivate func anchorFired() {
+        guard phase == .handling else { return }
+        anchorFires += 1
+        // The first firing comes with the request itself; another one while evhttp is not
+        // reading means input waits (pipelined bytes, or the peer's FIN): park the anchor.
+        if anchorFires > 1, let readAnchor {
+            event_del(readAnchor)
+            anchorParked = true
+        }
+    }
+
+    fileprivate func freeAnchor() {
+        if let readAnchor { event_free(readAnchor) }
+        readAnchor = nil
     }
 }
 
@@ -606,6 +636,12 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             _ = setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             connection.input = bufferevent_get_input(bev)
             connection.setInputCallback(enabled: true)
+            if let base = bufferevent_get_base(bev),
+               let anchor = event_new(base, bufferevent_getfd(bev), chroma_ev_read() | chroma_ev_persist(), httpReadAnchorCallback,
+                                      Unmanaged.passUnretained(connection).toOpaque()) {
+                connection.readAnchor = anchor
+                event_add(anchor, nil)
+            }
         }
         counters.connections.add(1, ordering: .relaxed)
         return connection
@@ -646,6 +682,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
         if let bev = evhttp_connection_get_bufferevent(evcon) { drainForClose(bufferevent_getfd(bev)) }
         guard let connection = connections.remove(UnsafeMutableRawPointer(evcon)) else { return }
         connection.setInputCallback(enabled: false)
+        connection.freeAnchor()
         connection.dropRequest()
     }
 
@@ -913,6 +950,10 @@ private func httpRequestCompleteCallback(_ request: OpaquePointer?, _ context: U
 private func httpInputCallback(_ buffer: OpaquePointer?, _ info: UnsafePointer<evbuffer_cb_info>?, _ context: UnsafeMutableRawPointer?) {
     guard let info, info.pointee.n_added > 0 else { return }
     Unmanaged<HTTPConnectionState>.fromOpaque(context!).takeUnretainedValue().bytesArrived(buffer!, added: info.pointee.n_added)
+}
+
+private func httpReadAnchorCallback(_ fd: Int32, _ what: Int16, _ context: UnsafeMutableRawPointer?) {
+    Unmanaged<HTTPConnectionState>.fromOpaque(context!).takeUnretainedValue().anchorFired()
 }
 
 private func httpAcceptErrorCallback(_ listener: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {
