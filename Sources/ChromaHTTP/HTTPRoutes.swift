@@ -117,14 +117,25 @@ final class Router: Sendable {
             run(route, exchange, method: method, path: path)
             return
         }
-        for (prefix, server) in fileRoutes where path.hasPrefix(prefix) || path + "/" == prefix {
+        // Byte-wise (utf8), not String comparison: Swift's String equality treats
+        // canonically equivalent text as equal, and the slice below counts bytes.
+        for (prefix, server) in fileRoutes {
+            let prefixBytes = prefix.utf8
+            let underPrefix = path.utf8.starts(with: prefixBytes)
+            let prefixWithoutSlash = path.utf8.elementsEqual(prefixBytes.dropLast())
+            guard underPrefix || prefixWithoutSlash else { continue }
             guard method == "GET" || method == "HEAD" else {
                 exchange.respond(status: 405, headers: [("Allow", "GET, HEAD"), ("Content-Type", "text/plain; charset=utf-8")],
                                  body: Array("Method Not Allowed\n".utf8))
                 return
             }
-            let relative = path.utf8.count >= prefix.utf8.count ? String(path.utf8.dropFirst(prefix.utf8.count))! : ""
-            server.serve(HTTPRequest(exchange: exchange, method: method, path: path, copied: false), relativePath: relative)
+            let request = HTTPRequest(exchange: exchange, method: method, path: path, copied: false)
+            if prefixWithoutSlash {
+                // The route's directory itself: redirect, so relative links resolve under it.
+                server.redirect(request, to: prefix)
+                return
+            }
+            server.serve(request, relativePath: String(decoding: path.utf8.dropFirst(prefixBytes.count), as: UTF8.self))
             return
         }
         respond(exchange, Router.notFound)

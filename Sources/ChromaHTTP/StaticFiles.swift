@@ -90,9 +90,13 @@ final class FileServer: @unchecked Sendable {
                     request.exchange.respondFile(status: 200, headers: [("Content-Type", StaticPath.contentType(of: relative))],
                                                  fd: fd, offset: 0, length: size)
                 case .success(.directory):
-                    let location = request.path + "/"
-                    request.respond(HTTPResponse(status: 301, headers: [("Location", location), ("Content-Type", "text/plain; charset=utf-8")],
-                                                 body: Array("Moved Permanently\n".utf8)))
+                    // A directory named by a path without its slash: redirect. One named by
+                    // a path with it (its "index.html" is itself a directory): nothing to serve.
+                    if request.path.hasSuffix("/") {
+                        answer(request, .notFound)
+                    } else {
+                        redirect(request, to: request.path + "/")
+                    }
                 case .success(.notRegular):
                     answer(request, .notFound)
                 case .failure(let error):
@@ -125,6 +129,13 @@ final class FileServer: @unchecked Sendable {
             entry.revalidating = false
             answer(request, .serviceUnavailable)
         }
+    }
+
+    /// 301 to `location`, keeping the request's query.
+    func redirect(_ request: HTTPRequest, to location: String) {
+        let target = request.query.map { location + "?" + $0 } ?? location
+        request.respond(HTTPResponse(status: 301, headers: [("Location", target), ("Content-Type", "text/plain; charset=utf-8")],
+                                     body: Array("Moved Permanently\n".utf8)))
     }
 
     private func send(_ entry: CachedFile, _ request: HTTPRequest) {

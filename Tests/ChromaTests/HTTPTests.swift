@@ -356,6 +356,60 @@ final class HTTPTests: XCTestCase {
         XCTAssertEqual(client.get("/hello")?.text, "Hello, World!", "an exact route wins over the file prefix")
     }
 
+    /// Found in review: a file route whose prefix has non-ASCII text (String comparison
+    /// treats canonically equivalent text as equal, byte slicing does not) crashed the
+    /// server; the route's directory without its slash served index.html instead of
+    /// redirecting; a redirect dropped the query; an index.html that is a directory looped.
+    func testFilePrefixesAndRedirects() throws {
+        let runtime = try startedRuntime()
+        try write(Array("home".utf8), to: "index.html")
+        try FileManager.default.createDirectory(atPath: root + "/odd/index.html", withIntermediateDirectories: true)
+        var routes = HTTPRoutes()
+        routes.files(at: "/e\u{301}/", StaticFiles(root: root))   // "é" as e + combining accent
+        routes.files(at: "/static", StaticFiles(root: root))
+        let server = try runtime.serveHTTP(host: "127.0.0.1", port: 0, routes: routes)
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        // "é" precomposed: equal as a Swift String to the prefix, different bytes.
+        XCTAssertEqual(client.get("/\u{e9}/\u{f1}")?.status, 404, "no crash; not under the prefix")
+        XCTAssertEqual(client.get("/e\u{301}/index.html")?.text, "home", "the prefix itself still works")
+        let bare = try XCTUnwrap(client.get("/static?x=1"))
+        XCTAssertEqual(bare.status, 301)
+        XCTAssertEqual(bare.headers["location"], "/static/?x=1", "to the directory, query kept")
+        XCTAssertEqual(client.get("/static/")?.text, "home")
+        XCTAssertEqual(client.get("/static/odd")?.headers["location"], "/static/odd/")
+        XCTAssertEqual(client.get("/static/odd/")?.status, 404, "an index.html that is a directory: no redirect loop")
+    }
+
+    /// Found in review: limits that cannot overflow, a pipelined head past the limit, and
+    /// a client that floods input while not reading its answer.
+    func testLimitsAgainstPipeliningFloodsAndOverflow() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let unlimited = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: .max, maxBodyBytes: .max))
+        let a = try HTTPTestClient(port: unlimited.port)
+        XCTAssertEqual(a.get("/hello")?.status, 200, "Int.max limits serve")
+        a.close()
+
+        try write([UInt8](repeating: 7, count: 32 << 20), to: "huge.bin")
+        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2000, maxBodyBytes: 4096), files: StaticFiles(root: root))
+        // A second head over the limit, pipelined behind a small first one.
+        let piped = try HTTPTestClient(port: server.port)
+        piped.send("GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 3000))\r\n\r\n")
+        XCTAssertEqual(piped.response()?.status, 200)
+        XCTAssertEqual(piped.response()?.status, 413, "the pipelined head is measured too")
+        piped.close()
+        // Ask for 32 MiB, read none of it, and keep sending: the server closes the
+        // connection rather than buffer the input without bound.
+        let flooder = try HTTPTestClient(port: server.port)
+        flooder.send("GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        flooder.send(String(repeating: "x", count: 1 << 20))
+        XCTAssertTrue(flooder.waitForClose(), "closed for flooding while its answer was written")
+        flooder.close()
+        let other = try HTTPTestClient(port: server.port)
+        XCTAssertEqual(other.get("/hello")?.status, 200)
+        other.close()
+    }
+
     /// The small-file cache: served from memory until `revalidateAfter`, then checked with
     /// stat and re-read when the file changed.
     func testFileCacheRevalidation() throws {

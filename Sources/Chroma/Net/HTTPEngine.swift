@@ -222,14 +222,17 @@ final class HTTPEngineCounters: Sendable {
             Glibc.close(fd)
         } else {
             // evbuffer_add_file's two steps, so the descriptor's owner is known on failure:
-            // a segment that was never made leaves it to us; one that was made owns it
-            // (and a failed add frees the segment, closing it).
+            // a segment that was never made leaves it to us; one that was made owns it.
             guard let segment = evbuffer_file_segment_new(fd, Int64(offset), Int64(length), UInt32(EVBUF_FS_CLOSE_ON_FREE)) else {
                 Glibc.close(fd)
                 return finish(raw, status: 500)
             }
+            // Marked as draining to a descriptor, the request's output takes the segment as a
+            // sendfile chain (which moves into the socket's buffer as is); unmarked, libevent
+            // would mmap the whole file, or read it on the loop when mmap fails.
+            _ = evbuffer_set_flags(output, UInt64(EVBUFFER_FLAG_DRAINS_TO_FD))
             guard evbuffer_add_file_segment(output, segment, 0, Int64(length)) == 0 else {
-                return finish(raw, status: 500)
+                return finish(raw, status: 500)  // (the failed add freed the segment, closing fd)
             }
             evbuffer_file_segment_free(segment)  // the buffer holds its own reference
         }
@@ -495,6 +498,11 @@ final class HTTPConnectionState: @unchecked Sendable {
         headDone = false
         headTooLarge = false
         setInputCallback(enabled: true)
+        // Bytes of the next request that came while this one was handled or written were
+        // not measured (the callback was off): measure them now, as if just arrived.
+        if let input, evbuffer_get_length(input) > 0 {
+            bytesArrived(input, added: evbuffer_get_length(input))
+        }
         if anchorParked, let readAnchor {
             anchorParked = false
             event_add(readAnchor, nil)
@@ -502,6 +510,13 @@ final class HTTPConnectionState: @unchecked Sendable {
     }
 
     fileprivate func anchorFired() {
+        if phase == .writing {
+            // evhttp reads (and buffers) everything while it writes an answer, with no
+            // callback to consume it: a client that sends without reading would grow the
+            // input without bound. More than a whole next request could be: close.
+            if let input, evbuffer_get_length(input) > server.inputLimitWhileWriting { server.closeFlooding(self) }
+            return
+        }
         guard phase == .handling else { return }
         anchorFires += 1
         // The first firing comes with the request itself; another one while evhttp is not
@@ -579,7 +594,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             evhttp_set_bevcb(http, httpNewConnectionCallback, context)
             // A backstop only: `HTTPConnectionState.bytesArrived` answers 413 first (one
             // socket read, at most 16 KiB, can overshoot the limit before it sees it).
-            evhttp_set_max_headers_size(http, limits.maxHeaderBytes + 64 * 1024)
+            evhttp_set_max_headers_size(http, min(limits.maxHeaderBytes, Int.max - 64 * 1024) + 64 * 1024)
             evhttp_set_max_body_size(http, limits.maxBodyBytes)
             // No evhttp timeout: it is a bufferevent timeout, re-armed (an event_add with a
             // timeout, ~1,200 instructions measured with callgrind) at every read and
@@ -801,6 +816,20 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     private func timeOut(_ connection: HTTPConnectionState) {
         counters.requestTimeouts.add(1, ordering: .relaxed)
         answerAndClose(connection, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    /// The most input a connection may buffer while its answer is written: a whole next
+    /// request (head and body) and some slack.
+    var inputLimitWhileWriting: Int {
+        let (sum, overflow) = limits.maxHeaderBytes.addingReportingOverflow(limits.maxBodyBytes)
+        return overflow ? Int.max : sum &+ 64 * 1024
+    }
+
+    /// A client that kept sending while not reading its answer (loop thread, from the
+    /// connection's read anchor, outside evhttp's callbacks).
+    fileprivate func closeFlooding(_ connection: HTTPConnectionState) {
+        guard connections[UnsafeMutableRawPointer(connection.raw)] === connection else { return }
+        evhttp_connection_free(connection.raw)
     }
 
     /// Queues the 413 for a head that outgrew the limit before it ended.
