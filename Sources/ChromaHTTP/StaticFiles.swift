@@ -8,7 +8,7 @@ import Glibc
 /// revalidated with `stat` (size, modification time, inode) once they are older than
 /// `revalidateAfter`: until then a cached file is answered straight from the loop, with
 /// no pool job at all. Larger files are sent from the page cache with `sendfile`
-/// (`evbuffer_add_file`); as in nginx without `aio`, a read of pages not yet in memory
+/// (a libevent file segment); as in nginx without `aio`, a read of pages not yet in memory
 /// then blocks the loop for the disk.
 ///
 /// Paths are percent-decoded before they are checked: a `..` segment gets 403, a NUL
