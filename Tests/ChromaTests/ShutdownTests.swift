@@ -43,7 +43,7 @@ final class ShutdownTests: XCTestCase {
                 try runtime.execute(on: Color(3), link)
                 queued.increment()
             } catch {
-                XCTAssertEqual(error as? ChromaError, .shutDown(operation: "execute"))
+                XCTAssertEqual(error, .shutDown(operation: "execute"))
                 refused.increment()
             }
         }
