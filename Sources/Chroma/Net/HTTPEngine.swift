@@ -614,9 +614,18 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     /// Starts accepting and the deadline sweep. Any thread.
     func enable() throws(ChromaError) {
         let interval = max(Duration.milliseconds(20), min(Duration.seconds(1), min(limits.requestTimeout, limits.idleTimeout) / 4))
-        sweepTimer = try runtime.schedule(after: interval, repeating: interval, on: loopColor) { [self] in sweep() }
-        if let listener { evconnlistener_enable(listener) }
+        // Under `lifecycle`: a shutdown sweep may close this server on its loop right now
+        // (it was registered before this runs); then there is nothing left to enable.
+        try lifecycle.withLock { () throws(ChromaError) in
+            guard !closed else { return }
+            sweepTimer = try runtime.schedule(after: interval, repeating: interval, on: loopColor) { [self] in sweep() }
+            if let listener { evconnlistener_enable(listener) }
+        }
     }
+
+    /// Orders `enable` (the caller's thread) against `close` (the loop's thread, or the
+    /// caller's for a server never registered): the only two that can meet.
+    private let lifecycle = Lock()
 
     // MARK: Requests (loop thread)
 
@@ -874,21 +883,23 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     /// Frees the evhttp: its socket and every connection. Exchanges still held by handlers
     /// are cut loose first, so none touches a freed request. Idempotent.
     func close() {
-        guard !closed else { return }
-        closed = true
-        _ = sweepTimer?.cancel()
-        sweepTimer = nil
-        for connection in connections.all { connection.dropRequest() }
-        if let http {
-            HTTPLoopServer.registry.remove(http)
-            // Frees every connection (each calls `connectionClosed`) and the listener.
-            evhttp_free(http)
+        lifecycle.withLock {
+            guard !closed else { return }
+            closed = true
+            _ = sweepTimer?.cancel()
+            sweepTimer = nil
+            for connection in connections.all { connection.dropRequest() }
+            if let http {
+                HTTPLoopServer.registry.remove(http)
+                // Frees every connection (each calls `connectionClosed`) and the listener.
+                evhttp_free(http)
+            }
+            http = nil
+            listener = nil
+            connections.removeAll()
+            for bev in newcomers { _ = bufferevent_decref(bev) }
+            newcomers.removeAll()
         }
-        http = nil
-        listener = nil
-        connections.removeAll()
-        for bev in newcomers { _ = bufferevent_decref(bev) }
-        newcomers.removeAll()
         loop.sockets.unregister(self)
     }
 
