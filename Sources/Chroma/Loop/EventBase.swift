@@ -343,14 +343,7 @@ final class SocketListener: @unchecked Sendable {
     /// The port the socket is bound to (the real one when asked for port 0).
     var port: UInt16 {
         guard let raw else { return 0 }
-        var address = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(evconnlistener_get_fd(raw), $0, &length) }
-        }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
-        }
+        return localPort(of: evconnlistener_get_fd(raw))
     }
 
     func enable() { if let raw { evconnlistener_enable(raw) } }

@@ -45,7 +45,8 @@ import Synchronization
     public var acceptFailures: Int
 }
 
-/// Counters shared by an engine's loops (relaxed atomics: statistics only).
+/// One loop's counters (relaxed atomics, statistics only). One object per loop, so counting
+/// a request never touches a cache line another loop writes; `HTTPEngine.stats` sums them.
 final class HTTPEngineCounters: Sendable {
     let requests = Atomic<Int>(0)
     let requestTimeouts = Atomic<Int>(0)
@@ -60,20 +61,23 @@ final class HTTPEngineCounters: Sendable {
     public let port: UInt16
     private let runtime: Runtime
     private let perLoop: [HTTPLoopServer]
-    private let counters: HTTPEngineCounters
 
-    fileprivate init(port: UInt16, runtime: Runtime, perLoop: [HTTPLoopServer], counters: HTTPEngineCounters) {
+    fileprivate init(port: UInt16, runtime: Runtime, perLoop: [HTTPLoopServer]) {
         self.port = port
         self.runtime = runtime
         self.perLoop = perLoop
-        self.counters = counters
     }
 
     public var stats: HTTPEngineStats {
-        HTTPEngineStats(requests: counters.requests.load(ordering: .relaxed),
-                        requestTimeouts: counters.requestTimeouts.load(ordering: .relaxed),
-                        connections: counters.connections.load(ordering: .relaxed),
-                        acceptFailures: counters.acceptFailures.load(ordering: .relaxed))
+        var total = HTTPEngineStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
+        for server in perLoop {
+            let counters = server.counters
+            total.requests += counters.requests.load(ordering: .relaxed)
+            total.requestTimeouts += counters.requestTimeouts.load(ordering: .relaxed)
+            total.connections += counters.connections.load(ordering: .relaxed)
+            total.acceptFailures += counters.acceptFailures.load(ordering: .relaxed)
+        }
+        return total
     }
 
     /// Stops accepting and closes every connection, each loop on its own thread; requests
@@ -546,7 +550,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     let limits: HTTPEngineLimits
     /// The Date header's text, remade once a second.
     let date = HTTPDate()
-    private let counters: HTTPEngineCounters
+    let counters = HTTPEngineCounters()
     private let handler: @Sendable (HTTPExchange) -> Void
     private var http: OpaquePointer?
     private var listener: OpaquePointer?
@@ -559,13 +563,12 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     var registered = false
     private(set) var port: UInt16 = 0
 
-    init(runtime: Runtime, loop: Loop, limits: HTTPEngineLimits, counters: HTTPEngineCounters,
+    init(runtime: Runtime, loop: Loop, limits: HTTPEngineLimits,
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
         self.runtime = runtime
         self.loop = loop
         self.loopColor = Color(UInt64(loop.index))
         self.limits = limits
-        self.counters = counters
         self.handler = handler
     }
 
@@ -607,7 +610,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             // its declared end before answering 413, so a client that waits for the answer
             // first waits for the timeout. Instead every close drains what already arrived
             // (`drainForClose`), so an answer is not lost to a reset.
-            port = boundPort(evconnlistener_get_fd(lev))
+            port = localPort(of: evconnlistener_get_fd(lev))
         }
     }
 
@@ -904,15 +907,6 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     }
 
     func closeForShutdown() { close() }
-
-    private func boundPort(_ fd: Int32) -> UInt16 {
-        var address = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return withUnsafeBytes(of: address) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
-    }
 }
 
 /// The `Date` header for one loop's answers, formatted once a second. evhttp formats it
@@ -1020,13 +1014,12 @@ extension Runtime {
               limits.requestTimeout > .zero, limits.idleTimeout > .zero else {
             throw .invalidArgument(operation: "serveHTTP", detail: "limits must be positive: \(limits)")
         }
-        let counters = HTTPEngineCounters()
         var servers: [HTTPLoopServer] = []
         var boundPort = port
         do throws(ChromaError) {
             for loop in loops {
                 address.port = boundPort
-                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, counters: counters, handler: handler)
+                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, handler: handler)
                 servers.append(server)
                 try server.bind(address: address, backlog: backlog)
                 boundPort = server.port
@@ -1047,6 +1040,6 @@ extension Runtime {
             }
             throw error
         }
-        return HTTPEngine(port: boundPort, runtime: self, perLoop: servers, counters: counters)
+        return HTTPEngine(port: boundPort, runtime: self, perLoop: servers)
     }
 }

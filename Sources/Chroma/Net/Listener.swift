@@ -218,6 +218,17 @@ extension Runtime {
     }
 }
 
+/// The port a socket is bound to (the real one after binding port 0); 0 if unknown.
+/// `sin_port` and `sin6_port` share an offset, so this reads either family.
+func localPort(of fd: Int32) -> UInt16 {
+    var address = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let ok = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+    }
+    return ok ? withUnsafeBytes(of: address) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) } : 0
+}
+
 /// An IPv4 or IPv6 socket address.
 struct SocketAddress: @unchecked Sendable {
     // Safe to send: a plain value (the storage is a C struct of bytes).
