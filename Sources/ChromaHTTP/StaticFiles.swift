@@ -62,7 +62,7 @@ final class FileServer: @unchecked Sendable {
         }
         let cache = caches[runtime.loopIndex(of: request.color)]
         if let entry = cache.entries[relative] {
-            let now = coarseNanoseconds()
+            let now = coarseMonotonicNanoseconds()
             if now &- entry.checkedAt < revalidateNanoseconds || entry.revalidating {
                 return send(entry, request)
             }
@@ -118,7 +118,7 @@ final class FileServer: @unchecked Sendable {
             } completion: { [self] result in
                 entry.revalidating = false
                 if case .success(let identity) = result, identity == entry.identity {
-                    entry.checkedAt = coarseNanoseconds()
+                    entry.checkedAt = coarseMonotonicNanoseconds()
                     send(entry, request)
                 } else {
                     cache.remove(relative, entry)
@@ -186,7 +186,7 @@ final class CachedFile: @unchecked Sendable {
         self.bytes = bytes
         self.identity = identity
         self.headers = [("Content-Type", contentType)]
-        self.checkedAt = coarseNanoseconds()
+        self.checkedAt = coarseMonotonicNanoseconds()
     }
 }
 
@@ -354,11 +354,4 @@ enum StaticPath {
         default: return "application/octet-stream"
         }
     }
-}
-
-/// A cheap monotonic clock (a few ms of resolution is plenty for revalidation).
-func coarseNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
