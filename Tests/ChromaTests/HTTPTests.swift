@@ -310,6 +310,44 @@ final class HTTPTests: XCTestCase {
 
     /// An idle keep-alive connection is closed quietly after the idle timeout (no 408:
     /// it had no request under way).
+    /// A client that sends its requests and then shuts down its sending side (half-close)
+    /// still gets every answer whole: evhttp alone treats the FIN it reads while writing as
+    /// a failure and frees the connection mid-answer. Large answers, from memory and through
+    /// sendfile, and two pipelined requests before the FIN.
+    func testHalfClosedClientGetsWholeLargeAnswers() throws {
+        let size = 16 << 20
+        // 16 MiB: more than loopback's socket buffers hold, so the answer is still being
+        // written when the FIN is read. Blocks differ, so a lost or repeated block shows.
+        var blocks = [UInt8](repeating: 0, count: size)
+        blocks.withUnsafeMutableBytes { bytes in
+            for block in stride(from: 0, to: size, by: 4096) { bytes.storeBytes(of: UInt32(block / 4096), toByteOffset: block, as: UInt32.self) }
+        }
+        let pattern = blocks
+        try write(pattern, to: "big.bin")
+        let runtime = try startedRuntime()
+        let server = try serve(runtime, files: StaticFiles(root: root)) { routes in
+            routes.get("/memory") { request in request.respond(HTTPResponse(status: .ok, body: pattern)) }
+        }
+        for paths in [["/memory"], ["/big.bin"], ["/memory", "/big.bin"]] {
+            let client = try HTTPTestClient(port: server.port)
+            defer { client.close() }
+            client.send(paths.map { "GET \($0) HTTP/1.1\r\nHost: t\r\n\r\n" }.joined())
+            XCTAssertEqual(shutdown(client.socket.fd, Int32(SHUT_WR)), 0)
+            for path in paths {
+                let answer = try XCTUnwrap(client.response(), "\(paths): the answer to \(path) was cut short")
+                XCTAssertEqual(answer.status, 200, "\(path)")
+                XCTAssertEqual(answer.body.count, size, "\(path)")
+                XCTAssertEqual(answer.body.withUnsafeBytes { a in pattern.withUnsafeBytes { memcmp(a.baseAddress!, $0.baseAddress!, size) } }, 0,
+                               "\(path): bytes differ")
+            }
+            XCTAssertTrue(client.waitForClose(), "\(paths): the server closes after the last answer")
+        }
+        // And the server goes on serving.
+        let after = try HTTPTestClient(port: server.port)
+        defer { after.close() }
+        XCTAssertEqual(after.get("/hello")?.text, "Hello, World!")
+    }
+
     func testIdleConnectionClosesQuietly() throws {
         let runtime = try startedRuntime(loops: 1)
         let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(200), idleTimeout: .milliseconds(600)))

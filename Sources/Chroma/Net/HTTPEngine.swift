@@ -336,6 +336,8 @@ final class HTTPConnectionState: @unchecked Sendable {
     fileprivate var readAnchor: OpaquePointer?
     fileprivate var anchorFires = 0
     fileprivate var anchorParked = false
+    /// Reading is off while a large answer is written (see `flush`).
+    @exclusivity(unchecked) fileprivate var readPausedForAnswer = false
     /// The request the handler holds, until it is answered or the connection goes.
     @exclusivity(unchecked) fileprivate var request: OpaquePointer?
     /// Counts the connection's requests, so an exchange can tell `request` is its own.
@@ -396,6 +398,15 @@ final class HTTPConnectionState: @unchecked Sendable {
             // Runs evhttp's write callback now: it completes the request (our completion
             // callback, maybe the connection's close) before this returns.
             bufferevent_trigger(bev, Int16(EV_WRITE), Int32(BEV_TRIG_IGNORE_WATERMARKS.rawValue))
+        } else {
+            // The rest goes out as the socket drains. evhttp keeps reading meanwhile, only
+            // to notice a close, and takes the FIN of a client that half-closed after its
+            // request for a failure: it would free the connection mid-answer. Reading
+            // pauses instead until the answer is out (evhttp turns it back on to read the
+            // next request, and the FIN is then an orderly end). Input the client sends
+            // meanwhile waits in the kernel, which also bounds it.
+            bufferevent_disable(bev, chroma_ev_read())
+            readPausedForAnswer = true
         }
     }
 
@@ -496,6 +507,7 @@ final class HTTPConnectionState: @unchecked Sendable {
 
     fileprivate func answerWritten() {
         phase = .waiting
+        readPausedForAnswer = false
         requestStarted = false
         requestStartedAt = coarseMonotonicNanoseconds()
         headBytes = 0
@@ -515,6 +527,15 @@ final class HTTPConnectionState: @unchecked Sendable {
 
     fileprivate func anchorFired() {
         if phase == .writing {
+            if readPausedForAnswer {
+                // Input (or the FIN) waits while the answer is written: park the anchor
+                // rather than let it fire at every poll; the answer's end brings it back.
+                if let readAnchor {
+                    event_del(readAnchor)
+                    anchorParked = true
+                }
+                return
+            }
             // evhttp reads (and buffers) everything while it writes an answer, with no
             // callback to consume it: a client that sends without reading would grow the
             // input without bound. More than a whole next request could be: close.
