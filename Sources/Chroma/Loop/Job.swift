@@ -90,8 +90,16 @@ struct Job {
 
     /// Moves the closure stored as two words at `words` out (no retain), runs it and
     /// releases it once.
+    /// A closure without a context (a global function, a closure that captures nothing) is
+    /// rebuilt from its entry point and a literal nil, so the compiler sees there is
+    /// nothing to retain or release: no runtime call around it.
     @inline(__always) static func runClosure(at words: UnsafeMutableRawPointer) {
-        words.bindMemory(to: Closure.self, capacity: 1).move().runAndRelease()
+        if words.load(fromByteOffset: 8, as: UnsafeRawPointer?.self) == nil {
+            let entry = words.load(as: UnsafeRawPointer?.self)
+            unsafeBitCast((entry, UnsafeRawPointer?.none), to: Closure.self).runAndRelease()
+        } else {
+            words.bindMemory(to: Closure.self, capacity: 1).move().runAndRelease()
+        }
     }
 
     /// Drops a closure stored as two words at `words` without running it.
