@@ -98,8 +98,25 @@ nonisolated(unsafe) var dispatchStateRef: Unmanaged<DispatchState>?
     if state.remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { state.done.signal() }
 } }
 
+/// Cross mode through the C-convention path: the context is the color's counter, so a
+/// callback does what the C peer's `count_item` does (count, publish every 1024), with no
+/// closure and no color lookup. The producers' items are then `{function, context}` pairs,
+/// the C peer's `{fn, arg}`.
+func crossFunctionStep(_ context: UnsafeMutableRawPointer?) {
+    let counter = context.unsafelyUnwrapped.assumingMemoryBound(to: UInt64.self)
+    counter.pointee &+= 1
+    if counter.pointee & 1023 == 0 {
+        withDispatchState { state in
+            let color = (state.counters.distance(to: counter)) / 8
+            state.published[color].value.store(counter.pointee, ordering: .relaxed)
+        }
+    }
+}
+
 enum DispatchMode: String, CaseIterable {
     case local, function, fresh, cross
+    case crossFunction = "cross-function"
+    var isCross: Bool { self == .cross || self == .crossFunction }
 }
 
 /// One Chroma measurement: ops/s and allocations per callback.
@@ -128,14 +145,20 @@ func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds:
         sleepSeconds(seconds)
         state.stop.store(true, ordering: .relaxed)
         state.done.wait()
-    case .cross:
+    case .cross, .crossFunction:
         // One producer thread per loop, each posting round-robin to that loop's colors.
         let producers = (0..<loops).map { p in
             BenchThread {
                 let mine = stride(from: p, to: colors, by: loops).map { Color(UInt64($0)) }
                 var sent: UInt64 = 0
                 while !state.stop.load(ordering: .relaxed) {
-                    if mine.count == 1 {
+                    if mode == .crossFunction {
+                        for i in 0..<1024 {
+                            let color = mine[mine.count == 1 ? 0 : i % mine.count]
+                            try! runtime.execute(on: color, context: UnsafeMutableRawPointer(state.counters + Int(color.rawValue) * 8),
+                                                 crossFunctionStep)
+                        }
+                    } else if mine.count == 1 {
                         let color = mine[0]
                         for _ in 0..<1024 { try! runtime.execute(on: color, crossStep) }
                     } else {
@@ -162,9 +185,9 @@ func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds:
         postedByProducers = []
     }
     let elapsed = nowSeconds() - start
-    let ops = mode == .cross ? Double(posted.reduce(0, +)) : Double(state.total)
+    let ops = mode.isCross ? Double(posted.reduce(0, +)) : Double(state.total)
     return Row(name: "chroma \(mode.rawValue) \(loops) loop\(loops == 1 ? "" : "s")", opsPerSecond: ops / elapsed,
-               allocsPerOp: mode == .cross ? nil : state.allocsPerOp)
+               allocsPerOp: mode.isCross ? nil : state.allocsPerOp)
 }
 
 let postedLock = PThreadLock()
