@@ -115,7 +115,7 @@ struct DispatchCommand: ParsableCommand {
         print("chroma-bench dispatch   (\(machine.nproc) cores, \(machine.cpu))")
         print("duration \(duration)s per measurement, median of \(rounds) rounds, Chroma and raw C alternating\(havePeer ? "" : "; raw C peer not found at \(cPeer)")")
         let header = ["mode", "loops", "chroma M/s", "raw C M/s", "ratio", "allocs/cb"]
-        let widths = [7, 7, 12, 11, 7, 9]
+        let widths = [15, 7, 12, 11, 7, 9]
         print(zip(header, widths).map { $0.padded(to: $1) }.joined(separator: " "))
         for cells in table {
             print(zip(cells, widths).map { $0.padded(to: $1) }.joined(separator: " "))

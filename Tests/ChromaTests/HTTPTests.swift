@@ -348,6 +348,33 @@ final class HTTPTests: XCTestCase {
         XCTAssertEqual(after.get("/hello")?.text, "Hello, World!")
     }
 
+    /// `Expect: 100-continue` (what curl sends before a body over 1 KiB): the server says
+    /// 100 before the client sends the body, then answers; one over the body limit gets 413
+    /// without the body ever being sent, and the server goes on serving.
+    func testExpectContinue() throws {
+        let runtime = try startedRuntime()
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 4096
+        let server = try serve(runtime, limits: limits) { routes in
+            routes.post("/submit") { request in request.respond(.created, text: "got \(request.body.count) bytes") }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        for round in 0..<3 {
+            client.send("POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nExpect: 100-continue\r\n\r\n")
+            XCTAssertEqual(client.response(head: true)?.status, 100, "round \(round)")
+            client.send(String(repeating: "x", count: 2000))
+            let answer = try XCTUnwrap(client.response(), "round \(round)")
+            XCTAssertEqual(answer.status, 201)
+            XCTAssertEqual(answer.text, "got 2000 bytes")
+        }
+        let large = try HTTPTestClient(port: server.port)
+        defer { large.close() }
+        large.send("POST /submit HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+        XCTAssertEqual(large.response(head: true)?.status, 413)
+        XCTAssertEqual(client.get("/hello")?.text, "Hello, World!")
+    }
+
     func testIdleConnectionClosesQuietly() throws {
         let runtime = try startedRuntime(loops: 1)
         let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(200), idleTimeout: .milliseconds(600)))
