@@ -44,8 +44,8 @@ public struct HTTPServerStats: Sendable {
 /// answered on one loop with no hand-over. Keep-alive and pipelining come from evhttp
 /// (pipelined requests are answered in order, one at a time).
 ///
-/// Any thread may read `port` and `stats` and call `close()`. Runtime shutdown closes
-/// the server too.
+/// Any thread may read `port` and `stats` and call `close()` or `drain(timeout:on:_:)`.
+/// Runtime shutdown closes the server too.
 public final class HTTPServer: Sendable {
     private let engine: HTTPEngine
 
@@ -63,9 +63,32 @@ public final class HTTPServer: Sendable {
     }
 
     /// Stops accepting and closes every connection (on each loop); requests still being
-    /// handled get no answer. Idempotent.
+    /// handled get no answer. Idempotent. `drain(timeout:on:_:)` closes without losing them.
     public func close() {
         engine.close()
+    }
+
+    /// Closes gracefully, for a restart or a deploy: no request already received is lost.
+    ///
+    /// At once, the listening sockets close (new connections are refused) and idle
+    /// keep-alive connections close. Every request in progress (being read, handled or
+    /// written) finishes: its answer carries `Connection: close` and its connection closes
+    /// after it. Whatever is still open after `timeout` is closed as by `close()`.
+    ///
+    /// `done` runs once, on `color`, when the last connection is gone, with the number of
+    /// connections `timeout` had to close (0 when everything finished in time). Any thread;
+    /// calling it again, or after `close()`, is harmless. If the runtime shuts down first,
+    /// its shutdown closes the server, and `done` runs on the thread that saw it finish.
+    public func drain(timeout: Duration, on color: Color = .main, _ done: @escaping @Sendable (_ forced: Int) -> Void) {
+        engine.drain(timeout: timeout, on: color, done)
+    }
+
+    /// `drain(timeout:on:_:)` as an async call: returns the number of connections the
+    /// timeout closed.
+    public func drain(timeout: Duration) async -> Int {
+        await withCheckedContinuation { continuation in
+            engine.drain(timeout: timeout, on: .main) { forced in continuation.resume(returning: forced) }
+        }
     }
 }
 

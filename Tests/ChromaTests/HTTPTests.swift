@@ -539,6 +539,108 @@ final class HTTPTests: XCTestCase {
         held.withLock { $0.removeAll() }
     }
 
+    /// A graceful close loses no request already received: the idle connection closes at
+    /// once and new connections are refused, while a request being handled and one still
+    /// being read finish, each answered with `Connection: close`, and an answer still being
+    /// written goes out whole before its connection closes; `done` comes after the last,
+    /// with nothing forced.
+    func testDrainFinishesRequestsInProgress() throws {
+        let runtime = try startedRuntime(loops: 1)  // one listening socket: refusal is exact
+        let held = Locked<HTTPRequest?>(nil)
+        let arrived = Signal()
+        let server = try serve(runtime) { routes in
+            routes.get("/hold") { request in
+                held.withLock { $0 = request }
+                arrived.fire()
+            }
+            routes.get("/big") { request in
+                request.respond(HTTPResponse(status: .ok, body: [UInt8](repeating: 7, count: 16 << 20)))
+                arrived.fire()
+            }
+        }
+        // Answered before the drain, but the client has not read it all yet.
+        let writing = try HTTPTestClient(port: server.port)
+        defer { writing.close() }
+        writing.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        XCTAssertTrue(arrived.wait())
+        let idle = try HTTPTestClient(port: server.port)
+        defer { idle.close() }
+        XCTAssertEqual(idle.get("/hello")?.status, 200)
+        let handling = try HTTPTestClient(port: server.port)
+        defer { handling.close() }
+        handling.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+        XCTAssertTrue(arrived.wait())
+        let reading = try HTTPTestClient(port: server.port)
+        defer { reading.close() }
+        reading.send("GET /hello HTTP/1.1\r\nHo")
+        // Over loopback the bytes are in the server's socket when send returns, so the
+        // drain sees a request in progress here whether or not the loop has read them yet.
+        let done = Signal()
+        let forced = Counter()
+        let finished = Counter()
+        server.drain(timeout: .seconds(20)) { count in
+            forced.increment(by: count)
+            finished.increment()
+            done.fire()
+        }
+        XCTAssertTrue(idle.waitForClose(), "the idle connection closes at once")
+        XCTAssertThrowsError(try TestClient(port: server.port), "new connections are refused")
+        XCTAssertEqual(finished.current, 0, "three requests are still in progress")
+        let big = try XCTUnwrap(writing.response())
+        XCTAssertEqual(big.body.count, 16 << 20)
+        XCTAssertNil(big.headers["connection"], "answered before the drain began")
+        XCTAssertTrue(writing.waitForClose(), "closed once its answer is out")
+        reading.send("st: t\r\n\r\n")
+        let read = try XCTUnwrap(reading.response())
+        XCTAssertEqual(read.text, "Hello, World!")
+        XCTAssertEqual(read.headers["connection"], "close")
+        XCTAssertTrue(reading.waitForClose())
+        XCTAssertEqual(finished.current, 0, "the held request is still in progress")
+        XCTAssertTrue(try XCTUnwrap(held.snapshot).respond(.ok, text: "held"))
+        let answer = try XCTUnwrap(handling.response())
+        XCTAssertEqual(answer.text, "held")
+        XCTAssertEqual(answer.headers["connection"], "close")
+        XCTAssertTrue(handling.waitForClose())
+        XCTAssertTrue(done.wait(), "done after the last connection")
+        XCTAssertEqual(forced.current, 0)
+        XCTAssertEqual(finished.current, 1)
+        held.withLock { $0 = nil }
+    }
+
+    /// What the timeout finds still open is closed and counted; the request a handler
+    /// still holds can no longer be answered. A second drain and `close()` are harmless.
+    /// (The async form of `drain`.)
+    func testDrainTimeoutClosesWhatIsLeft() async throws {
+        let runtime = try startedRuntime()
+        let held = Locked<HTTPRequest?>(nil)
+        let arrived = Signal()
+        let server = try serve(runtime) { routes in
+            routes.get("/hold") { request in
+                held.withLock { $0 = request }
+                arrived.fire()
+            }
+        }
+        let client = try HTTPTestClient(port: server.port)
+        defer { client.close() }
+        client.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
+        XCTAssertTrue(arrived.wait())
+        let forced = await server.drain(timeout: .milliseconds(100))
+        XCTAssertEqual(forced, 1)
+        XCTAssertNil(client.response(), "closed without an answer")
+        // From this thread `respond` only queues; on the loop it finds the request gone.
+        let late = Signal()
+        let request = try XCTUnwrap(held.snapshot)
+        try runtime.execute(on: request.color) {
+            XCTAssertFalse(request.respond(.ok, text: "too late"))
+            late.fire()
+        }
+        XCTAssertTrue(late.wait())
+        held.withLock { $0 = nil }
+        let again = await server.drain(timeout: .seconds(1))
+        XCTAssertEqual(again, 0)
+        server.close()
+    }
+
     /// The README's HTTP example, as written there (port 0 here), answers as it says.
     func testReadmeExample() throws {
         let runtime = try startedRuntime()

@@ -87,6 +87,76 @@ final class HTTPEngineCounters: Sendable {
             try? runtime.execute(on: server.loopColor) { server.close() }
         }
     }
+
+    /// Closes gracefully (see `HTTPLoopServer.beginDrain`): every loop drains; once all are
+    /// empty, or at `timeout` (which closes what is left), the servers are freed and `done`
+    /// runs on `color` with the number of connections the timeout closed. Any thread.
+    /// When the runtime has shut down, `done` runs on the thread that saw the last loop
+    /// finish (the shutdown closes every server, which ends the drain).
+    public func drain(timeout: Duration, on color: Color, _ done: @escaping @Sendable (Int) -> Void) {
+        let drain = HTTPDrain(runtime: runtime, loops: perLoop.count, color: color, done: done)
+        drain.timer = try? runtime.schedule(after: timeout, on: color) { [perLoop, runtime] in
+            for server in perLoop {
+                do {
+                    try runtime.execute(on: server.loopColor) {
+                        drain.forced.add(server.openConnections, ordering: .relaxed)
+                        server.close()
+                    }
+                } catch {
+                    // Shut down: the loop's sweep closes the server, which ends its drain.
+                }
+            }
+        }
+        for server in perLoop {
+            do {
+                try runtime.execute(on: server.loopColor) {
+                    server.beginDrain {
+                        if drain.loopEmptied() {
+                            for server in self.perLoop { try? self.runtime.execute(on: server.loopColor) { server.close() } }
+                        }
+                    }
+                }
+            } catch {
+                _ = drain.loopEmptied()  // shut down: the sweep closed (or closes) that loop's server
+            }
+        }
+    }
+}
+
+/// One `HTTPEngine.drain`: counts the loops still draining and calls `done` once.
+final class HTTPDrain: Sendable {
+    let forced = Atomic<Int>(0)
+    private let remaining: Atomic<Int>
+    private let runtime: Runtime
+    private let color: Color
+    private let done: @Sendable (Int) -> Void
+    private let timerBox = Mutex<Timer?>(nil)
+
+    init(runtime: Runtime, loops: Int, color: Color, done: @escaping @Sendable (Int) -> Void) {
+        self.runtime = runtime
+        self.color = color
+        self.done = done
+        remaining = Atomic(loops)
+    }
+
+    /// The deadline's timer, cancelled when the drain ends first.
+    var timer: Timer? {
+        get { timerBox.withLock { $0 } }
+        set { timerBox.withLock { $0 = newValue } }
+    }
+
+    /// A loop has no connection left. True for the last one, which also reports.
+    func loopEmptied() -> Bool {
+        guard remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return false }
+        _ = timer?.cancel()
+        let forced = self.forced.load(ordering: .acquiring), done = self.done
+        do {
+            try runtime.execute(on: color) { done(forced) }
+        } catch {
+            done(forced)
+        }
+        return true
+    }
 }
 
 /// One request, from the moment its head and body are read until it is answered. Created
@@ -372,6 +442,11 @@ final class HTTPConnectionState: @unchecked Sendable {
         self.request = nil
         phase = .writing
         lastOutputLength = -1
+        if server.draining {
+            // evhttp closes the connection once an answer with this header is written.
+            let headers = evhttp_request_get_output_headers(request)
+            if evhttp_find_header(headers, "Connection") == nil { _ = evhttp_add_header(headers, "Connection", "close") }
+        }
         evhttp_send_reply(request, Int32(status), nil, nil)
         server.flushLater(self)
     }
@@ -523,6 +598,18 @@ final class HTTPConnectionState: @unchecked Sendable {
             anchorParked = false
             event_add(readAnchor, nil)
         }
+        // An answer given before the drain began went out without `Connection: close`.
+        if server.draining { server.closeWhenIdleLater(self) }
+    }
+
+    /// No request in progress: nothing buffered, nothing unread on the socket, no handler
+    /// or answer. (A request the client sent that is still in flight on the network is
+    /// the race every keep-alive close has; HTTP clients retry it.)
+    fileprivate var isIdle: Bool {
+        guard phase == .waiting, !requestStarted, let input, evbuffer_get_length(input) == 0 else { return false }
+        guard let bev = evhttp_connection_get_bufferevent(raw) else { return true }
+        var byte: UInt8 = 0
+        return recv(bufferevent_getfd(bev), &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) <= 0
     }
 
     fileprivate func anchorFired() {
@@ -575,7 +662,14 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     private let handler: @Sendable (HTTPExchange) -> Void
     private var http: OpaquePointer?
     private var listener: OpaquePointer?
+    /// evhttp's handle for the listening socket, to close it alone when draining.
+    private var boundSocket: OpaquePointer?
     @exclusivity(unchecked) private var connections = PointerTable<HTTPConnectionState>()
+    /// Draining (see `beginDrain`): no new connections, and each connection closes once
+    /// the request it has in progress is answered.
+    @exclusivity(unchecked) private(set) var draining = false
+    /// Runs once when a draining server has no connection left.
+    private var drained: (() -> Void)?
     /// Bufferevents made for connections evhttp has not finished setting up (see `newcomer`).
     private var newcomers: [OpaquePointer] = []
     private var sweepTimer: Timer?
@@ -607,10 +701,11 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             guard let lev else {
                 throw .system(operation: "serveHTTP", call: "evconnlistener_new_bind", errno: errno)
             }
-            guard evhttp_bind_listener(http, lev) != nil else {
+            guard let bound = evhttp_bind_listener(http, lev) else {
                 evconnlistener_free(lev)
                 throw .system(operation: "serveHTTP", call: "evhttp_bind_listener", errno: errno)
             }
+            boundSocket = bound
             listener = lev
             evconnlistener_set_error_cb(lev, httpAcceptErrorCallback)
             HTTPLoopServer.registry.insert(self, for: http)
@@ -720,10 +815,12 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             // Callbacks cleared: evhttp already freed the connection (our reference kept
             // the memory valid to find that out).
             if !closed, read != nil, let evcon = argument {
-                _ = state(of: OpaquePointer(evcon))
+                let connection = state(of: OpaquePointer(evcon))
+                if draining && connection.isIdle { evhttp_connection_free(connection.raw) }
             }
             _ = bufferevent_decref(bev)
         }
+        reportIfDrained()
     }
 
     fileprivate func connectionClosed(_ evcon: OpaquePointer) {
@@ -732,6 +829,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
         connection.setInputCallback(enabled: false)
         connection.freeAnchor()
         connection.dropRequest()
+        reportIfDrained()
     }
 
     /// Just before evhttp closes a socket: end our side and read away what the client
@@ -902,6 +1000,52 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     /// Servers by their evhttp, for the accept-error callback (whose argument is evhttp's).
     fileprivate static let registry = HTTPServerRegistry()
 
+    // MARK: Draining (loop thread)
+
+    /// Starts a graceful close: the listening socket closes (new connections are refused
+    /// by the kernel, not left in a backlog), idle connections close now, and the others
+    /// close once the request they have in progress is answered (`Connection: close`).
+    /// `empty` runs once, on this loop, when no connection is left (at once if none is;
+    /// also when `close()` ends the drain early). A second call only runs its `empty`
+    /// with the first's.
+    func beginDrain(_ empty: @escaping () -> Void) {
+        if closed {
+            empty()
+            return
+        }
+        if draining {
+            let first = drained
+            drained = { first?(); empty() }
+            return
+        }
+        draining = true
+        drained = empty
+        if let http, let boundSocket { evhttp_del_accept_socket(http, boundSocket) }
+        boundSocket = nil
+        listener = nil
+        let idle = connections.all.filter(\.isIdle)
+        for connection in idle { evhttp_connection_free(connection.raw) }
+        reportIfDrained()
+    }
+
+    /// After an answer was written while draining: closes the connection if it then has
+    /// no request in progress (a job, since evhttp is inside its own callback here).
+    fileprivate func closeWhenIdleLater(_ connection: HTTPConnectionState) {
+        try? runtime.execute(on: loopColor) { [self] in
+            guard !closed, connections[UnsafeMutableRawPointer(connection.raw)] === connection, connection.isIdle else { return }
+            evhttp_connection_free(connection.raw)
+        }
+    }
+
+    /// The connections still open (those evhttp is still setting up included).
+    var openConnections: Int { connections.count + newcomers.count }
+
+    private func reportIfDrained() {
+        guard draining || closed, connections.count == 0, newcomers.isEmpty, let report = drained else { return }
+        drained = nil
+        report()
+    }
+
     // MARK: Closing (loop thread)
 
     /// Frees the evhttp: its socket and every connection. Exchanges still held by handlers
@@ -923,8 +1067,10 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             connections.removeAll()
             for bev in newcomers { _ = bufferevent_decref(bev) }
             newcomers.removeAll()
+            boundSocket = nil
         }
         loop.sockets.unregister(self)
+        reportIfDrained()
     }
 
     func closeForShutdown() { close() }
