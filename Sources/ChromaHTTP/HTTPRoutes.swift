@@ -40,6 +40,7 @@ public struct HTTPRoutes: Sendable {
     var exact: [String: [Route]] = [:]
     var fileRoutes: [(prefix: String, files: StaticFiles)] = []
 
+    /// No routes: every request gets 404 until some are added.
     public init() {}
 
     /// Routes `method` requests for `path` (exact, percent-encoded as sent) to `handler`,

@@ -15,8 +15,10 @@ public struct HTTPLimits: Sendable {
     /// is closed after this long without progress (default 60 s).
     public var idleTimeout: Duration = .seconds(60)
 
+    /// The defaults above.
     public init() {}
 
+    /// Limits by name; any not given keeps its default.
     public init(maxHeaderBytes: Int = 16 * 1024, maxBodyBytes: Int = 1 << 20,
                 requestTimeout: Duration = .seconds(30), idleTimeout: Duration = .seconds(60)) {
         self.maxHeaderBytes = maxHeaderBytes
@@ -56,6 +58,7 @@ public final class HTTPServer: Sendable {
     /// The port the server listens on (the real one when 0 was asked for).
     public var port: UInt16 { engine.port }
 
+    /// The counters so far, summed over the loops (each read without stopping them).
     public var stats: HTTPServerStats {
         let s = engine.stats
         return HTTPServerStats(requests: s.requests, requestTimeouts: s.requestTimeouts,

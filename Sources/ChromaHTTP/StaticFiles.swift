@@ -24,6 +24,7 @@ public struct StaticFiles: Sendable {
     /// `.zero` checks on every request).
     public var revalidateAfter: Duration = .seconds(1)
 
+    /// Files under `root` (a trailing `/` is ignored), with the cache settings above.
     public init(root: String, cacheMaxFileSize: Int = 256 * 1024, cacheCapacity: Int = 64 << 20,
                 revalidateAfter: Duration = .seconds(1)) {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root

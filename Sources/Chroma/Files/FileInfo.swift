@@ -39,8 +39,11 @@ public struct FileInfo: Sendable, Equatable {
     /// A point in time as the file system records it: seconds and nanoseconds since the
     /// Unix epoch.
     public struct Timestamp: Sendable, Hashable, Comparable {
+        /// Whole seconds since the epoch.
         public var seconds: Int64
+        /// Nanoseconds within the second (0..<1,000,000,000).
         public var nanoseconds: Int32
+        /// Earlier first.
         public static func < (a: Timestamp, b: Timestamp) -> Bool {
             (a.seconds, a.nanoseconds) < (b.seconds, b.nanoseconds)
         }
@@ -52,14 +55,19 @@ public struct FileInfo: Sendable, Equatable {
 
     /// Size in bytes.
     public var size: Int64
+    /// Regular file, directory, link and so on.
     public var kind: FileKind
     /// The permission bits (including set-user-ID, set-group-ID and sticky).
     public var permissions: FilePermissions
+    /// The inode number: with `device`, the file's identity.
     public var inode: UInt64
     /// The device the file lives on.
     public var device: UInt64
+    /// Hard links to the inode.
     public var linkCount: Int
+    /// The owner.
     public var userID: UInt32
+    /// The group.
     public var groupID: UInt32
     /// Last data modification.
     public var modified: Timestamp

@@ -426,13 +426,16 @@ extension Connection {
 
     /// An async sequence over a connection's input (see `lines(maxLength:)`, `bytes`).
     public struct Input: AsyncSequence, Sendable {
+        /// A line (without its end) or a chunk of bytes.
         public typealias Element = [UInt8]
         let connection: Connection
         let lines: Bool
         let maxLength: Int
 
+        /// One iterator per sequence at a time: elements are consumed as they are read.
         public func makeAsyncIterator() -> Iterator { Iterator(input: self) }
 
+        /// Reads the connection's input, one element per `next()`.
         public struct Iterator: AsyncIteratorProtocol {
             let input: Input
             /// The next line or chunk; nil at the end. An element already buffered is

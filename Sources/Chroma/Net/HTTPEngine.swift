@@ -25,6 +25,7 @@ import Synchronization
     /// A connection with no request in progress and nothing to write is closed after this.
     public var idleTimeout: Duration
 
+    /// The limits, as `ChromaHTTP.HTTPLimits` gives them.
     public init(maxHeaderBytes: Int, maxBodyBytes: Int, requestTimeout: Duration, idleTimeout: Duration) {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
@@ -68,6 +69,7 @@ final class HTTPEngineCounters: Sendable {
         self.perLoop = perLoop
     }
 
+    /// The counters so far, summed over the loops.
     public var stats: HTTPEngineStats {
         var total = HTTPEngineStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
         for server in perLoop {

@@ -16,11 +16,14 @@ public struct NetError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidAddress
     }
 
+    /// The call that failed ("listen", "connect").
     public let operation: String
     /// "host:port".
     public let address: String
+    /// What went wrong.
     public let code: Code
 
+    /// "operation address: reason", with errno's text and number for system errors.
     public var description: String {
         let reason: String
         switch code {
