@@ -493,8 +493,16 @@ final class HTTPConnectionState: @unchecked Sendable {
         answer(request, status: 500)
     }
 
-    /// libevent frees the request (the connection is closing).
-    fileprivate func dropRequest() { request = nil }
+    /// The connection is closing: forgets the request a handler holds. libevent frees it
+    /// with the connection, except after a network failure (`evhttp_connection_fail_` on
+    /// EOF or a timeout, which can strike while a handler holds the request only if the
+    /// `100 Continue` evhttp queued before the body fails to write): it then detaches the
+    /// request, leaving it for the reply that would free it, which can no longer come
+    /// from here. Such a request is freed now.
+    fileprivate func dropRequest() {
+        if let request, evhttp_request_get_connection(request) == nil { evhttp_request_free(request) }
+        request = nil
+    }
 
     /// The input buffer's callback: `added` bytes just arrived (libevent parses them right
     /// after). Starts the request deadline, and measures the request's head: evhttp 2.1
