@@ -388,8 +388,10 @@ final class HTTPConnectionState: @unchecked Sendable {
     // accesses, and the dynamic checks showed in the per-request profile.
     let color: Color
     fileprivate let raw: OpaquePointer
-    /// The server outlives its connections (it frees them all before it goes).
-    fileprivate unowned let server: HTTPLoopServer
+    /// The server outlives its connections (it frees them all before it goes), so the
+    /// reference needs no count and no check: `unowned(unsafe)`, since a checked unowned
+    /// reference costs a retain and a release at every use, several per request.
+    fileprivate unowned(unsafe) let server: HTTPLoopServer
     /// Bytes of the current request's head seen so far, until its end is seen.
     @exclusivity(unchecked) fileprivate var headBytes = 0
     @exclusivity(unchecked) fileprivate var headDone = false
