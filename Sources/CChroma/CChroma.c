@@ -4,6 +4,9 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include "CChroma.h"
 
 _Thread_local void *chroma_tls_loop = 0;
@@ -28,4 +31,9 @@ int chroma_epoll_refusal(int fd) {
     int refusal = epoll_ctl(probe, EPOLL_CTL_ADD, fd, &event) == 0 ? 0 : errno;
     close(probe);
     return refusal;
+}
+
+int chroma_tcp_nodelay(int fd) {
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 ? 0 : errno;
 }

@@ -23,6 +23,12 @@ int chroma_pin_current_thread(int cpu);
 /// Names the calling thread (pthread_setname_np needs _GNU_SOURCE). Returns 0 or an errno.
 int chroma_name_current_thread(const char *name);
 
+/// Turns Nagle's algorithm off on TCP socket `fd`, so a small answer leaves at once. Returns
+/// 0 or an errno. (In C because Swift sees IPPROTO_TCP only through whichever Clang module
+/// first included <netinet/in.h>, which made Swift files that name it fail to build now
+/// and then.)
+int chroma_tcp_nodelay(int fd);
+
 /// The errno epoll refuses `fd` with (EPERM for regular files and directories), or 0 when
 /// it accepts it; tried on a private epoll instance. (Swift's Glibc has no sys/epoll.h.)
 int chroma_epoll_refusal(int fd);

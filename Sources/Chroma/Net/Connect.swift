@@ -1,3 +1,4 @@
+import CChroma
 import Glibc
 
 extension Runtime {
@@ -59,8 +60,7 @@ extension Runtime {
                     return pending.fail(event.timeout ? .timedOut : .system(.init(rawValue: event.errno == 0 ? ECONNREFUSED : event.errno)))
                 }
                 socket.setTimeouts(read: nil, write: nil)
-                var one: Int32 = 1
-                _ = setsockopt(socket.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                _ = chroma_tcp_nodelay(socket.fd)
                 loop.sockets.unregister(pending)
                 let connection = Connection(runtime: self, loop: loop, color: color, socket: socket, peer: name)
                 guard loop.sockets.register(connection) else {

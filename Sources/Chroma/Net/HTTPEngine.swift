@@ -787,8 +787,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
         connections.insert(connection, for: key)
         evhttp_connection_set_closecb(evcon, httpConnectionClosedCallback, Unmanaged.passUnretained(self).toOpaque())
         if let bev = evhttp_connection_get_bufferevent(evcon) {
-            var one: Int32 = 1
-            _ = setsockopt(bufferevent_getfd(bev), Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = chroma_tcp_nodelay(bufferevent_getfd(bev))
             connection.input = bufferevent_get_input(bev)
             connection.setInputCallback(enabled: true)
             if let base = bufferevent_get_base(bev),

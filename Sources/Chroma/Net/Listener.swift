@@ -169,8 +169,7 @@ extension Runtime {
     /// Loop thread: an accepted socket becomes a `Connection` on `color` (or a fresh color
     /// of this loop), and the handler runs on it.
     fileprivate func accept(_ fd: Int32, on loop: Loop, color: Color?, onConnection: @escaping @Sendable (Connection) -> Void) {
-        var one: Int32 = 1
-        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = chroma_tcp_nodelay(fd)
         let peer = SocketAddress.peerName(of: fd)
         let connectionColor = color ?? makeColor(onLoop: loop.index)
         let owner = self.loop(for: connectionColor)
