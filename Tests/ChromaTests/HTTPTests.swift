@@ -539,6 +539,14 @@ final class HTTPTests: XCTestCase {
         held.withLock { $0.removeAll() }
     }
 
+    /// `GET /hold`: the handler keeps the request, unanswered, in `held` and fires `arrived`.
+    private func holdRequests(_ routes: inout HTTPRoutes, in held: Locked<HTTPRequest?>, arrived: Signal) {
+        routes.get("/hold") { request in
+            held.withLock { $0 = request }
+            arrived.fire()
+        }
+    }
+
     /// A graceful close loses no request already received: the idle connection closes at
     /// once and new connections are refused, while a request being handled and one still
     /// being read finish, each answered with `Connection: close`, and an answer still being
@@ -549,10 +557,7 @@ final class HTTPTests: XCTestCase {
         let held = Locked<HTTPRequest?>(nil)
         let arrived = Signal()
         let server = try serve(runtime) { routes in
-            routes.get("/hold") { request in
-                held.withLock { $0 = request }
-                arrived.fire()
-            }
+            holdRequests(&routes, in: held, arrived: arrived)
             routes.get("/big") { request in
                 request.respond(HTTPResponse(status: .ok, body: [UInt8](repeating: 7, count: 16 << 20)))
                 arrived.fire()
@@ -614,12 +619,7 @@ final class HTTPTests: XCTestCase {
         let runtime = try startedRuntime()
         let held = Locked<HTTPRequest?>(nil)
         let arrived = Signal()
-        let server = try serve(runtime) { routes in
-            routes.get("/hold") { request in
-                held.withLock { $0 = request }
-                arrived.fire()
-            }
-        }
+        let server = try serve(runtime) { routes in holdRequests(&routes, in: held, arrived: arrived) }
         let client = try HTTPTestClient(port: server.port)
         defer { client.close() }
         client.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
