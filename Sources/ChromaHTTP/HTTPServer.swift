@@ -71,12 +71,14 @@ public final class HTTPServer: Sendable {
         engine.close()
     }
 
-    /// Closes gracefully, for a restart or a deploy: no request already received is lost.
+    /// Closes gracefully, for a restart or a deploy: no request in progress is lost.
     ///
     /// At once, the listening sockets close (new connections are refused) and idle
     /// keep-alive connections close. Every request in progress (being read, handled or
     /// written) finishes: its answer carries `Connection: close` and its connection closes
-    /// after it. Whatever is still open after `timeout` is closed as by `close()`.
+    /// after it. (Requests a client pipelined behind it are not read; HTTP clients retry
+    /// those when a connection closes.) Whatever is still open after `timeout` is closed as
+    /// by `close()`.
     ///
     /// `done` runs once, on `color`, when the last connection is gone, with the number of
     /// connections `timeout` had to close (0 when everything finished in time). Any thread;

@@ -547,7 +547,7 @@ final class HTTPTests: XCTestCase {
         }
     }
 
-    /// A graceful close loses no request already received: the idle connection closes at
+    /// A graceful close loses no request in progress: the idle connection closes at
     /// once and new connections are refused, while a request being handled and one still
     /// being read finish, each answered with `Connection: close`, and an answer still being
     /// written goes out whole before its connection closes; `done` comes after the last,
