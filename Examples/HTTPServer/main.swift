@@ -5,7 +5,7 @@
 //
 //   chroma-httpd --port P --root DIR [--loops N]
 //
-// SIGTERM drains (requests in progress finish, at most 5 s), SIGINT stops at once.
+// SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import Chroma
 import ChromaHTTP
 import Glibc
@@ -41,9 +41,9 @@ routes.files(at: "/", StaticFiles(root: root))
 let runtime = try Runtime(loops: loops)
 try runtime.start()
 let server = try runtime.serveHTTP(port: port, routes: routes)
-// SIGTERM (a deploy, a restart): finish the requests in progress, at most 5 s, then exit.
+// SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.
 // SIGINT: stop at once.
-try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(5)) { _ in runtime.stop() } }
+try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }
 try runtime.onSignal(SIGINT) { runtime.stop() }
 print("chroma-httpd listening on port \(server.port) with \(loops) loop(s), serving \(root)")
 fflush(nil)  // the listening line must reach a pipe before any client connects
