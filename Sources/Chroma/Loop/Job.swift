@@ -89,10 +89,9 @@ struct Job {
     }
 
     /// Moves the closure stored as two words at `words` out (no retain), runs it and
-    /// releases it once.
-    /// A closure without a context (a global function, a closure that captures nothing) is
-    /// rebuilt from its entry point and a literal nil, so the compiler sees there is
-    /// nothing to retain or release: no runtime call around it.
+    /// releases its context once. A closure without a context (a global function, a closure
+    /// that captures nothing) is rebuilt from its entry point and a literal nil instead, so
+    /// the compiler sees there is nothing to release and calls no runtime function at all.
     @inline(__always) static func runClosure(at words: UnsafeMutableRawPointer) {
         if words.load(fromByteOffset: 8, as: UnsafeRawPointer?.self) == nil {
             let entry = words.load(as: UnsafeRawPointer?.self)

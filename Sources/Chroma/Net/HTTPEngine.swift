@@ -113,9 +113,7 @@ final class HTTPEngineCounters: Sendable {
             do {
                 try runtime.execute(on: server.loopColor) {
                     server.beginDrain {
-                        if drain.loopEmptied() {
-                            for server in self.perLoop { try? self.runtime.execute(on: server.loopColor) { server.close() } }
-                        }
+                        if drain.loopEmptied() { self.close() }  // frees every loop's evhttp
                     }
                 }
             } catch {
