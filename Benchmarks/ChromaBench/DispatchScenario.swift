@@ -150,13 +150,15 @@ func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds:
         let producers = (0..<loops).map { p in
             BenchThread {
                 let mine = stride(from: p, to: colors, by: loops).map { Color(UInt64($0)) }
+                // Each color's counter, looked up once: reaching `state` per post would bounce
+                // its reference count between the producers' cores.
+                let contexts = mine.map { UnsafeMutableRawPointer(state.counters + Int($0.rawValue) * 8) }
                 var sent: UInt64 = 0
                 while !state.stop.load(ordering: .relaxed) {
                     if mode == .crossFunction {
                         for i in 0..<1024 {
-                            let color = mine[mine.count == 1 ? 0 : i % mine.count]
-                            try! runtime.execute(on: color, context: UnsafeMutableRawPointer(state.counters + Int(color.rawValue) * 8),
-                                                 crossFunctionStep)
+                            let k = mine.count == 1 ? 0 : i % mine.count
+                            try! runtime.execute(on: mine[k], context: contexts[k], crossFunctionStep)
                         }
                     } else if mine.count == 1 {
                         let color = mine[0]

@@ -17,6 +17,17 @@ static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color =
 static inline int chroma_is_pool_worker(void) { return chroma_tls_pool_worker; }
 static inline void chroma_set_pool_worker(int on) { chroma_tls_pool_worker = on; }
 
+// A spin-wait hint (x86 `pause`, Arm `yield`): a loop polling a word another core is about to
+// write lets that core's hyperthread sibling run, and leaves the spin without a
+// memory-order misprediction. Swift has no spelling for it.
+static inline void chroma_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /// Pins the calling thread to `cpu` (CPU_SET is a macro Swift cannot call). Returns 0 or an errno.
 int chroma_pin_current_thread(int cpu);
 

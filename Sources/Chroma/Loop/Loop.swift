@@ -172,30 +172,31 @@ final class Loop: @unchecked Sendable {
         local.pointee.wakeupActive = false
         local.pointee.draining = true
         var remaining = Loop.budget
-        // The loop may sleep only after seeing the mailbox AND the run queue empty in one
-        // pass. Leaving because the budget ran out always re-activates: a producer's wakeup
-        // may have merged into an activation this drain already consumed, and its jobs
-        // wait in the mailbox (its count is not zero, so no later push wakes the loop).
+        // The loop sleeps only after finding the run queue empty and marking the mailbox
+        // asleep while it held nothing unrun: from then on the next post wakes it. Any other
+        // way out (the budget spent, or a slot claimed whose producer has not filled it yet)
+        // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         while remaining > 0 {
-            // Mailbox batches run in place, in producers' order; one the budget stopped
-            // part way is finished before the next is taken.
-            if local.pointee.mailboxCursor.isFinished {
-                let batch = core.mailbox.take()
-                if batch.isEmpty && local.pointee.runQueue.isEmpty {
+            let limit = remaining
+            let fromMailbox = core.mailbox.run(limit: limit)
+            remaining = Loop.runJobs(local, limit: limit &- fromMailbox)
+            if fromMailbox < limit && local.pointee.runQueue.isEmpty {
+                if core.mailbox.sleepIfEmpty() {
                     idle = true
                     break
                 }
-                local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
+                // A producer is between claiming a slot and filling it: the loop has caught
+                // up with it. Back off a moment so it gets ahead (reading the slot it is
+                // writing would pull its cache line away from it at every post); if it was
+                // descheduled, poll again after libevent's next pass instead.
+                if !core.mailbox.awaitNext(checks: 32) { break }
             }
-            remaining &-= Mailbox.run(&local.pointee.mailboxCursor, limit: remaining)
-            remaining = Loop.runJobs(local, limit: remaining)
         }
         chroma_set_current_color(Color.noneRawValue)
         local.pointee.draining = false
-        if stopRequested.load(ordering: .acquiring) {
-            finish()
-        } else if !idle {
+        if stopRequested.load(ordering: .acquiring) { finish() }
+        if !idle && !finished {
             // `wakeupActive` stays true: the continuation drains what local pushes add.
             local.pointee.wakeupActive = true
             try? continuationEvent!.add(afterNanoseconds: 0)
@@ -230,12 +231,12 @@ final class Loop: @unchecked Sendable {
             local.pointee.draining = false
         }
         while true {
-            _ = Mailbox.run(&local.pointee.mailboxCursor, limit: Int.max)
+            let ran = core.mailbox.run(limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             if !runtime.pool.hasPostedEverything { return }
-            let batch = core.mailbox.take(closeIfEmpty: true)
-            if batch.isEmpty { break }  // closed: nothing can be queued here any more
-            local.pointee.mailboxCursor = Mailbox.Cursor(batch: batch)
+            if core.mailbox.closeIfEmpty() { break }  // closed: nothing can be queued here any more
+            // A producer is filling a slot it claimed: let it run.
+            if ran == 0 { sched_yield() }
         }
         guard !finished else { return }
         finished = true

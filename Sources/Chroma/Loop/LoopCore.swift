@@ -5,7 +5,7 @@ import CChroma
 /// count on a `Loop` or `Runtime` object would bounce between cores on every post and stop
 /// the loops from scaling.
 ///
-/// Threading: `local` belongs to the loop's thread; `mailbox` is internally locked; `wakeup`
+/// Threading: `local` belongs to the loop's thread; `mailbox` is lock-free; `wakeup`
 /// is written on the loop's thread before `Runtime.start()` returns (the start latch orders
 /// it) and only read afterwards.
 @usableFromInline
@@ -24,8 +24,6 @@ struct LoopCore {
         @usableFromInline var draining = false
         /// True while the wakeup event is already active.
         @usableFromInline var wakeupActive = false
-        /// The mailbox batch being run, when the budget stopped it part way.
-        var mailboxCursor = Mailbox.Cursor()
     }
 
     init(loop: Loop) {
@@ -57,7 +55,7 @@ struct LoopCore {
     }
 
     /// Queues `job`. On the loop's own thread it goes to the local run queue; from other
-    /// threads to the mailbox, and only the push that finds the mailbox empty wakes the loop.
+    /// threads to the mailbox, and only a push that finds the loop asleep wakes it.
     /// Returns false, dropping nothing, only when the mailbox is closed for shutdown; the
     /// caller reports that as `ChromaError.shutDown`.
     @inlinable @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
@@ -70,22 +68,21 @@ struct LoopCore {
             return true
         }
         switch mailbox.push(consume job) {
-        case .queued(let wasEmpty):
-            if wasEmpty { wake() }
+        case .queued(let wake):
+            if wake { self.wake() }
             return true
         case .closed:
             return false
         }
     }
 
-    /// Queues `jobs` in order, from a thread other than the loop's: one lock acquisition
-    /// for all of them, and one wakeup at most. False (nothing queued) once the mailbox is
-    /// closed.
+    /// Queues `jobs` in order, from a thread other than the loop's, with one wakeup at most.
+    /// False (nothing queued) once the mailbox is closed; see `Mailbox.push(batch:)`.
     func enqueue(batch jobs: UnsafeBufferPointer<Job>) -> Bool {
         precondition(!isCurrent, "a batch comes from outside the loop")
         switch mailbox.push(batch: jobs) {
-        case .queued(let wasEmpty):
-            if wasEmpty { wake() }
+        case .queued(let wake):
+            if wake { self.wake() }
             return true
         case .closed:
             return false
