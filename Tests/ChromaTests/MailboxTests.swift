@@ -57,6 +57,31 @@ final class MailboxTests: XCTestCase {
         XCTAssertEqual(mailbox.run(limit: 10), 2)
     }
 
+    /// A producer descheduled between claiming its slot and filling it (simulated: the
+    /// claim is made by hand): later jobs wait behind it, the consumer may not sleep, and
+    /// `awaitNext` answers for the next slot, not for a later one that is filled.
+    func testAClaimedButUnfilledSlotHoldsLaterJobsBack() {
+        let mailbox = Mailbox()
+        defer { mailbox.destroy() }
+        let log = Locked<[Int]>([])
+        _ = mailbox.push(job(0, into: log))
+        XCTAssertEqual(mailbox.run(limit: 10), 1)
+        let claimed = mailbox.tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
+        let offset = Int((claimed & Mailbox.offsetMask) >> Mailbox.offsetShift)
+        XCTAssertEqual(offset, 1)
+        let later = 2...(Mailbox.gap + 10)  // past the slot `awaitNext` watches
+        for i in later { _ = mailbox.push(job(i, into: log)) }
+        XCTAssertEqual(mailbox.run(limit: 10), 0, "the unfilled slot comes first")
+        XCTAssertFalse(mailbox.sleepIfEmpty(), "a claimed slot keeps the consumer awake")
+        XCTAssertFalse(mailbox.awaitNext(checks: 4), "a later filled slot does not count")
+        let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask)!
+        Mailbox.fill(Mailbox.slot(offset, of: segment), with: job(1, into: log))
+        XCTAssertTrue(mailbox.awaitNext(checks: 1))
+        XCTAssertEqual(mailbox.run(limit: 1000), 1 + later.count)
+        XCTAssertEqual(log.snapshot, Array(0...later.upperBound))
+        XCTAssertTrue(mailbox.sleepIfEmpty())
+    }
+
     func testClosingRefusesPostsAndReleasesTheirClosures() {
         let mailbox = Mailbox()
         defer { mailbox.destroy() }

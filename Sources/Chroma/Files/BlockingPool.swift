@@ -12,8 +12,8 @@ import Glibc
 ///   idle worker, chosen by the submitter, and only if one is idle: a busy pool takes new
 ///   jobs without any wakeup, and no herd of workers races for one job.
 /// - **Batched completions.** Workers post completions into the loop's mailbox, where only
-///   the post that finds it empty wakes the loop: a burst of completions costs the loop one
-///   wakeup and runs in one drain.
+///   a post that finds the loop asleep wakes it: a burst of completions costs the loop one
+///   wakeup at most and runs in one drain.
 /// - **Two lanes.** Short calls (stat, open, 4 KiB reads) and long ones (fsync, big reads,
 ///   atomic writes) wait in separate FIFO queues. Workers take the oldest job of either
 ///   lane, except that at most `longLaneWorkers` run long jobs at once: with more workers
@@ -266,8 +266,8 @@ public final class BlockingPool: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Posts a worker's finished jobs, each loop's share under one mailbox lock with at most
-    /// one wakeup, and counts them posted. Without the pool lock.
+    /// Posts a worker's finished jobs, each loop's share in order with at most one wakeup,
+    /// and counts them posted. Without the pool lock.
     private func flush(_ batch: inout CompletionBatch) {
         guard !batch.isEmpty else { return }
         let count = batch.count

@@ -35,7 +35,8 @@ class PoolJob: @unchecked Sendable {
     // pool's lock held (`lane` also by the worker running the job, which alone may change
     // it). Subclasses' results are written by the one thread that holds the job in its
     // current state (the worker running it, or the thread that refused it) before the job
-    // is posted to its loop, and read there afterwards: the mailbox lock orders the two.
+    // is posted to its loop, and read there afterwards: the mailbox slot's release store
+    // and the loop's acquire load of it order the two.
     // Those orderings are also why the mutable fields here and in subclasses are
     // `@exclusivity(unchecked)`: no two accesses can overlap, and the dynamic checks cost
     // about a tenth of a loop's time per job (measured in the disk benchmark).

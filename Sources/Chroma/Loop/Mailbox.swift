@@ -263,7 +263,7 @@ struct Mailbox {
     }
 
     /// Loop thread, caught up with producers (the next slot is claimed but not filled):
-    /// waits a moment for a run of slots to fill, then returns whether the next one did.
+    /// waits a moment for a run of slots to fill, then returns whether the next one is.
     ///
     /// It watches the slot `gap` ahead rather than the next one: reading the slot a
     /// producer is writing pulls that cache line away from it at every post, so a loop
@@ -273,17 +273,20 @@ struct Mailbox {
     /// polled again after libevent's next pass instead.
     func awaitNext(checks: Int) -> Bool {
         let (segment, offset) = head.pointee
-        let ahead = offset == Mailbox.slotsPerSegment ? nil
-            : Mailbox.slot(min(offset + Mailbox.gap, Mailbox.slotsPerSegment - 1), of: segment)
+        guard offset < Mailbox.slotsPerSegment else {
+            for _ in 0..<checks {
+                for _ in 0..<Mailbox.pausesPerCheck { chroma_cpu_relax() }
+                if Mailbox.next(of: segment).pointee.load(ordering: .acquiring) != 0 { return true }
+            }
+            return false
+        }
+        let ahead = Mailbox.slot(min(offset + Mailbox.gap, Mailbox.slotsPerSegment - 1), of: segment)
         for _ in 0..<checks {
             for _ in 0..<Mailbox.pausesPerCheck { chroma_cpu_relax() }
-            if let ahead {
-                if Mailbox.filled(ahead) { return true }
-            } else if Mailbox.next(of: segment).pointee.load(ordering: .acquiring) != 0 {
-                return true
-            }
+            if Mailbox.filled(ahead) { break }
         }
-        guard offset < Mailbox.slotsPerSegment else { return false }
+        // The answer is about the NEXT slot: with a later one filled by another producer
+        // and the next one's producer descheduled, "true" would spin the drain in place.
         return Mailbox.filled(Mailbox.slot(offset, of: segment))
     }
 

@@ -240,8 +240,8 @@ public final class Runtime: @unchecked Sendable {
     ///
     /// Cost: no allocation beyond the closure's own context; none at all for a closure that
     /// captures nothing or one stored and re-queued. From the color's own loop it is a ring
-    /// buffer push; from other threads a locked append, and only the post that finds the
-    /// mailbox empty wakes the loop.
+    /// buffer push; from other threads one atomic fetch-add claims a slot in the loop's
+    /// lock-free mailbox, and only a post that finds the loop asleep wakes it.
     ///
     /// Throws `.shutDown` once `stop()` was called, `.invalidState` before `start()`.
     @inlinable @inline(__always)
