@@ -57,6 +57,53 @@ final class MailboxTests: XCTestCase {
         XCTAssertEqual(mailbox.run(limit: 10), 2)
     }
 
+    /// The consumer sleeps having run exactly a whole segment: the post that links the next
+    /// segment carries the sleeping flag over and wakes it.
+    func testSleepingAtASegmentBoundary() {
+        let mailbox = Mailbox()
+        defer { mailbox.destroy() }
+        let log = Locked<[Int]>([])
+        for i in 0..<Mailbox.slotsPerSegment { _ = mailbox.push(job(i, into: log)) }
+        XCTAssertEqual(mailbox.run(limit: 10_000), Mailbox.slotsPerSegment)
+        XCTAssertFalse(mailbox.awaitNext(checks: 2), "no next segment is linked yet")
+        XCTAssertTrue(mailbox.sleepIfEmpty())
+        guard case .queued(let wake) = mailbox.push(job(Mailbox.slotsPerSegment, into: log)) else { return XCTFail("refused") }
+        XCTAssertTrue(wake, "the post that links a segment still wakes a sleeping consumer")
+        XCTAssertTrue(mailbox.awaitNext(checks: 1), "the next segment is linked")
+        XCTAssertEqual(mailbox.run(limit: 10), 1)
+        XCTAssertEqual(log.snapshot, Array(0...Mailbox.slotsPerSegment))
+        XCTAssertTrue(mailbox.sleepIfEmpty())
+    }
+
+    /// More segments in flight than the loop keeps as spares (so some are freed), then many
+    /// rounds reusing spares: order holds throughout and nothing is left over.
+    func testSegmentsAreFreedAndRecycledInOrder() {
+        let mailbox = Mailbox()
+        defer { mailbox.destroy() }
+        let next = Locked(0)
+        let outOfOrder = Counter()
+        var posted = 0
+        func post(_ n: Int) {
+            for _ in 0..<n {
+                let expected = posted
+                posted += 1
+                _ = mailbox.push(Job(color: 0, body: {
+                    next.withLock { if $0 != expected { outOfOrder.increment() }; $0 += 1 }
+                }))
+            }
+        }
+        func runAll() { while mailbox.run(limit: 777) > 0 {} }
+        post(Mailbox.slotsPerSegment * 20 + 3)
+        runAll()
+        for _ in 0..<50 {
+            post(Mailbox.slotsPerSegment + 100)
+            runAll()
+        }
+        XCTAssertEqual(next.snapshot, posted)
+        XCTAssertEqual(outOfOrder.current, 0)
+        XCTAssertTrue(mailbox.sleepIfEmpty())
+    }
+
     /// A producer descheduled between claiming its slot and filling it (simulated: the
     /// claim is made by hand): later jobs wait behind it, the consumer may not sleep, and
     /// `awaitNext` answers for the next slot, not for a later one that is filled.
@@ -107,6 +154,59 @@ final class MailboxTests: XCTestCase {
         XCTAssertTrue(mailbox.closeIfEmpty(), "refusals leave no claimed slot behind")
     }
 
+    /// A second close (a re-entered `finish`) while a refused producer's claim is still
+    /// counted in the tail word (simulated by hand) must still answer "closed".
+    func testClosingTwiceWithARefusalInFlight() {
+        let mailbox = Mailbox()
+        defer { mailbox.destroy() }
+        XCTAssertTrue(mailbox.closeIfEmpty())
+        mailbox.tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .relaxed)
+        XCTAssertTrue(mailbox.closeIfEmpty(), "an already closed mailbox is closed")
+        mailbox.tail.pointee.wrappingSubtract(Mailbox.offsetUnit, ordering: .relaxed)
+    }
+
+    /// Producers race a consumer that closes like `Loop.finish` at a random point: every job
+    /// is either run (before the close) or refused, and every context is released once.
+    func testCloseRacingProducersRunsOrRefusesEveryJob() {
+        for _ in 0..<(underTSan ? 5 : 30) {
+            let mailbox = Mailbox()
+            let released = Counter(), ranCount = Counter(), refused = Counter(), accepted = Counter()
+            let producers = 3, each = 3000
+            let closeAfter = Int.random(in: 0..<(producers * each))
+            let closed = Signal()
+            let consumer = Thread {
+                var ran = 0
+                while ran < closeAfter {
+                    let n = mailbox.run(limit: 4096)
+                    ran += n
+                    if n == 0 { _ = mailbox.awaitNext(checks: 4) }
+                }
+                while true {
+                    let n = mailbox.run(limit: .max)
+                    if mailbox.closeIfEmpty() { break }
+                    if n == 0 { sched_yield() }
+                }
+                closed.fire()
+            }
+            consumer.start()
+            onThreads(producers) { _ in
+                for _ in 0..<each {
+                    let tracked = Tracked(released)
+                    switch mailbox.push(Job(color: 0, body: { _ = tracked; ranCount.increment() })) {
+                    case .queued: accepted.increment()
+                    case .closed: refused.increment()
+                    }
+                }
+            }
+            XCTAssertTrue(closed.wait(seconds: 30), "the consumer closed the mailbox")
+            XCTAssertEqual(mailbox.run(limit: 10), 0, "nothing accepted is left after the close")
+            mailbox.destroy()
+            XCTAssertEqual(accepted.current + refused.current, producers * each)
+            XCTAssertEqual(ranCount.current, accepted.current, "every accepted job ran before the close")
+            XCTAssertEqual(released.current, producers * each, "every context released exactly once")
+        }
+    }
+
     func testDestroyReleasesJobsThatNeverRan() {
         let released = Counter()
         let mailbox = Mailbox()
@@ -122,9 +222,9 @@ final class MailboxTests: XCTestCase {
 
     /// Producers race a consumer that sleeps (on a semaphore) whenever `sleepIfEmpty` lets it
     /// and is woken only by the post that reports `wake`: a lost wakeup leaves it asleep and
-    /// the test times out. Producers post in rounds and wait for each round to be consumed,
-    /// so the consumer runs dry and sleeps at least once a round, and the next round's posts
-    /// race its going to sleep. Checks count and per-producer order, with segments changing
+    /// the test times out. Producers post in rounds and wait for each round to be consumed and
+    /// the consumer to have gone to sleep, so it sleeps at least once a round, and the next
+    /// round's posts race its going to sleep. Checks count and per-producer order, with segments changing
     /// hands constantly.
     func testManyProducersNeverLoseAWakeupOrReorder() {
         let mailbox = Mailbox()
@@ -138,6 +238,7 @@ final class MailboxTests: XCTestCase {
         let total = producers * rounds * perRound
         let consumed = Atomic<Int>(0)
         let gaveUp = Atomic<Bool>(false)
+        let asleep = Atomic<Bool>(false)
         let finished = Signal()
         let sleeps = Counter()
 
@@ -150,10 +251,12 @@ final class MailboxTests: XCTestCase {
                 }
                 if mailbox.sleepIfEmpty() {
                     sleeps.increment()
+                    asleep.store(true, ordering: .releasing)
                     if wake.wait(timeout: .now() + 20) == .timedOut {  // a lost wakeup
                         gaveUp.store(true, ordering: .releasing)
                         break
                     }
+                    asleep.store(false, ordering: .releasing)
                 } else {
                     _ = mailbox.awaitNext(checks: 8)
                 }
@@ -174,10 +277,12 @@ final class MailboxTests: XCTestCase {
                     guard case .queued(let needed) = mailbox.push(job) else { return }
                     if needed { wake.signal() }
                 }
-                // Wait (on the count itself, with a deadline) for the round to be consumed.
+                // Wait (on the count and the flag themselves, with a deadline) for the round
+                // to be consumed and the consumer to sleep. (After the last round it stops.)
+                if round == rounds - 1 { break }
                 let target = (round + 1) * perRound * producers
                 let deadline = monotonicSeconds() + 20
-                while consumed.load(ordering: .acquiring) < target {
+                while consumed.load(ordering: .acquiring) < target || !asleep.load(ordering: .acquiring) {
                     if gaveUp.load(ordering: .acquiring) || monotonicSeconds() > deadline { return }
                     sched_yield()
                 }

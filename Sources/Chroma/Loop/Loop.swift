@@ -31,6 +31,9 @@ final class Loop: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     /// Set once `finish()` closed the mailbox and swept (loop thread only).
     private var finished = false
+    /// Consecutive drains that ran nothing and stopped at a claimed, unfilled mailbox slot
+    /// (loop thread only; see `pollDelay`).
+    private var stalledPolls = 0
     private var thread: pthread_t?
     private let pinToCPU: Int?
     /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
@@ -177,11 +180,15 @@ final class Loop: @unchecked Sendable {
         // way out (the budget spent, or a slot claimed whose producer has not filled it yet)
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
+        var waiting = false
         while remaining > 0 {
             let limit = remaining
-            let fromMailbox = core.mailbox.run(limit: limit)
+            // With local jobs waiting, the mailbox gets half the pass: producers that stay
+            // ahead of the loop must not keep the run queue from its turn.
+            let share = local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2)
+            let fromMailbox = core.mailbox.run(limit: share)
             remaining = Loop.runJobs(local, limit: limit &- fromMailbox)
-            if fromMailbox < limit && local.pointee.runQueue.isEmpty {
+            if fromMailbox < share && local.pointee.runQueue.isEmpty {
                 if core.mailbox.sleepIfEmpty() {
                     idle = true
                     break
@@ -190,17 +197,31 @@ final class Loop: @unchecked Sendable {
                 // up with it. Back off a moment so it gets ahead (reading the slot it is
                 // writing would pull its cache line away from it at every post); if it was
                 // descheduled, poll again after libevent's next pass instead.
-                if !core.mailbox.awaitNext(checks: 32) { break }
+                if !core.mailbox.awaitNext(checks: 32) {
+                    waiting = true
+                    break
+                }
             }
         }
+        // Polls that found nothing but a slot still unfilled back off to a real timer, so a
+        // producer descheduled mid-post (one the scheduler ranks below this loop, even) is
+        // not competed with by a loop spinning through libevent passes for it.
+        stalledPolls = waiting && remaining == Loop.budget ? stalledPolls &+ 1 : 0
         chroma_set_current_color(Color.noneRawValue)
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) { finish() }
         if !idle && !finished {
             // `wakeupActive` stays true: the continuation drains what local pushes add.
             local.pointee.wakeupActive = true
-            try? continuationEvent!.add(afterNanoseconds: 0)
+            try? continuationEvent!.add(afterNanoseconds: Loop.pollDelay(afterStalledPolls: stalledPolls))
         }
+    }
+
+    /// The continuation's delay: none, unless the last `stalled` drains all found only an
+    /// unfilled slot; then 20 µs, doubling up to 1 ms.
+    static func pollDelay(afterStalledPolls stalled: Int) -> UInt64 {
+        guard stalled > 4 else { return 0 }
+        return min(20_000 << UInt64(min(stalled - 5, 6)), 1_000_000)
     }
 
     /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
@@ -230,13 +251,20 @@ final class Loop: @unchecked Sendable {
             chroma_set_current_color(Color.noneRawValue)
             local.pointee.draining = false
         }
+        var waits = 0
         while true {
             let ran = core.mailbox.run(limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             if !runtime.pool.hasPostedEverything { return }
             if core.mailbox.closeIfEmpty() { break }  // closed: nothing can be queued here any more
-            // A producer is filling a slot it claimed: let it run.
-            if ran == 0 { sched_yield() }
+            // A producer is filling a slot it claimed: let it run (yield first, then sleep a
+            // little, in case the scheduler does not rank it above this thread).
+            if ran > 0 {
+                waits = 0
+            } else {
+                waits += 1
+                if waits > 16 { usleep(50) } else { sched_yield() }
+            }
         }
         guard !finished else { return }
         finished = true

@@ -56,8 +56,9 @@ struct LoopCore {
 
     /// Queues `job`. On the loop's own thread it goes to the local run queue; from other
     /// threads to the mailbox, and only a push that finds the loop asleep wakes it.
-    /// Returns false, dropping nothing, only when the mailbox is closed for shutdown; the
-    /// caller reports that as `ChromaError.shutDown`.
+    /// Returns false only when the mailbox is closed for shutdown: the job is not queued (a
+    /// closure's context is released; a function or executor job is the caller's again),
+    /// and the caller reports that as `ChromaError.shutDown` or runs it elsewhere.
     @inlinable @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
         if isCurrent {
             local.pointee.runQueue.push(consume job)

@@ -11,7 +11,9 @@ import Synchronization
 /// producer's next unlock paid a `futex` wake. Measured on 2 cores: a mutex mailbox
 /// (Chroma's and the raw-C peer's alike) ran either at 15–25 M posts/s or, once that convoy
 /// formed, at 5 M/s, changing from one run to the next. Here a producer never waits for the
-/// loop and the loop never waits for a producer.
+/// loop, and the loop never sleeps behind a producer. One wait is left: at a segment
+/// boundary (once per `slotsPerSegment` posts), producers that claim past the end wait for
+/// the one linking the next segment; if that one is descheduled, they wait for it.
 ///
 /// **The tail word** (one atomic, alone on its cache line) holds the segment producers are
 /// filling (bits 0–47: a user-space address), the next unclaimed slot in it (bits 48–61),
@@ -131,6 +133,8 @@ struct Mailbox {
             let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
             if claimed & Mailbox.closedBit != 0 { return refuse(&job) }
             let offset = Int(truncatingIfNeeded: (claimed & Mailbox.offsetMask) &>> Mailbox.offsetShift)
+            // Past the end only by the claims in flight: one per thread at most.
+            assert(offset < Mailbox.slotsPerSegment + 8192, "mailbox offset near the flag bits")
             let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped
             if offset < Mailbox.slotsPerSegment {
                 Mailbox.fill(Mailbox.slot(offset, of: segment), with: job)
@@ -297,7 +301,12 @@ struct Mailbox {
 
     /// Loop thread, at shutdown: closes the mailbox if nothing was claimed beyond what ran;
     /// every later push is refused. False: jobs are still arriving; run them and try again.
-    func closeIfEmpty() -> Bool { setIfEmpty(Mailbox.closedBit) }
+    /// True at once if it is already closed (a refused producer may have its claim counted
+    /// in the tail word for a moment, which would fail the emptiness check).
+    func closeIfEmpty() -> Bool {
+        if tail.pointee.load(ordering: .acquiring) & Mailbox.closedBit != 0 { return true }
+        return setIfEmpty(Mailbox.closedBit)
+    }
 
     private func setIfEmpty(_ flag: UInt) -> Bool {
         let (segment, offset) = head.pointee
