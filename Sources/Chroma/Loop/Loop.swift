@@ -225,7 +225,7 @@ final class Loop: @unchecked Sendable {
     }
 
     /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
-    @inline(__always) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int) -> Int {
+    @inline(never) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int) -> Int {
         var remaining = limit
         while remaining > 0 && !local.pointee.runQueue.isEmpty {
             local.pointee.runQueue.runFront()

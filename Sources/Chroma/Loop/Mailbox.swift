@@ -127,11 +127,31 @@ struct Mailbox {
     // MARK: Producers (any thread but the loop's)
 
     /// Queues `job`. Any thread other than the loop's own (which uses its run queue).
+    ///
+    /// Inlined into every `execute`, so only the common case is here: one fetch-add, the
+    /// slot's three stores, and the sleeping check. A closed mailbox and a full segment go
+    /// out of line: the less code sits beside the local run queue's push in the caller, the
+    /// less that path pays (a loop in here put a stack protector on it: +11 instructions per
+    /// local callback).
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
-        var job = job
+        let job = job
+        let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
+        let offset = Int(truncatingIfNeeded: (claimed & Mailbox.offsetMask) &>> Mailbox.offsetShift)
+        guard claimed & Mailbox.closedBit == 0 && offset < Mailbox.slotsPerSegment else {
+            return pushPastTheEnd(job, claimed: claimed)
+        }
+        let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped
+        Mailbox.fill(Mailbox.slot(offset, of: segment), with: job)
+        if claimed & Mailbox.sleepingBit == 0 { return .queued(wake: false) }
+        return .queued(wake: clearSleeping())
+    }
+
+    /// `push` when its claim found the mailbox closed, or landed past the end of a segment:
+    /// refuses, or waits for (or does) the linking of the next segment and claims again.
+    @usableFromInline @inline(never) func pushPastTheEnd(_ job: Job, claimed first: UInt) -> PushResult {
+        var claimed = first
         while true {
-            let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
-            if claimed & Mailbox.closedBit != 0 { return refuse(&job) }
+            if claimed & Mailbox.closedBit != 0 { return refuse(job) }
             let offset = Int(truncatingIfNeeded: (claimed & Mailbox.offsetMask) &>> Mailbox.offsetShift)
             // Past the end only by the claims in flight: one per thread at most.
             assert(offset < Mailbox.slotsPerSegment + 8192, "mailbox offset near the flag bits")
@@ -142,6 +162,7 @@ struct Mailbox {
                 return .queued(wake: clearSleeping())
             }
             passFullSegment(segment, claimedOffset: offset)
+            claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
         }
     }
 
@@ -168,8 +189,9 @@ struct Mailbox {
 
     /// A refused push: gives back the slot it counted (repeated posts to a closed mailbox
     /// must not carry the count into the flag bits) and drops the job.
-    @usableFromInline func refuse(_ job: inout Job) -> PushResult {
+    func refuse(_ job: Job) -> PushResult {
         tail.pointee.wrappingSubtract(Mailbox.offsetUnit, ordering: .relaxed)
+        var job = job
         withUnsafeMutablePointer(to: &job) { Job.discard($0) }
         return .closed
     }
@@ -219,7 +241,10 @@ struct Mailbox {
 
     /// Loop thread: runs ready jobs in order, each as its color, until `limit` ran or the
     /// next slot is not filled yet. Returns the number run.
-    @inline(__always) func run(limit: Int) -> Int {
+    ///
+    /// Not inlined: it loops over many jobs per call, and inlined into `Loop.drain` beside
+    /// the run queue's loop it cost that loop its registers (+4 instructions per local job).
+    @inline(never) func run(limit: Int) -> Int {
         var (segment, offset) = head.pointee
         var jobs = 0
         while jobs < limit {
