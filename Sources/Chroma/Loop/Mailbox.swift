@@ -42,8 +42,9 @@ import Synchronization
 /// **The loop** runs ready slots in order. A slot claimed but not yet filled (its producer
 /// is between the two steps) stops it; it sleeps only when the tail word says nothing was
 /// claimed beyond what it ran, setting `sleepingBit` with a compare-exchange against exactly
-/// that value, so no claim can slip in unseen. Otherwise it polls again after the next pass
-/// of libevent (a producer descheduled in between costs polling, never a lost job).
+/// that value, so no claim can slip in unseen. Otherwise it waits a moment (`awaitNext`),
+/// then polls through libevent passes, backing off to a 1 ms timer (`Loop.pollDelay`): a
+/// producer descheduled in between costs polling and latency, never a lost job.
 ///
 /// Jobs are 24 bytes, their color inline: no producer can know the color of the slot before
 /// its own, so the mutex mailbox's color markers have no lock-free equivalent.
