@@ -77,7 +77,7 @@ final class DrainTests: XCTestCase {
         XCTAssertEqual(ran.current, 0, "nothing runs past an unfilled slot")
         XCTAssertLessThan(after - before, 0.1, "the loop spent \(after - before) s of CPU in 0.3 s waiting for one slot")
 
-        let offset = Int((claimed & Mailbox.offsetMask) >> Mailbox.offsetShift)
+        let offset = Mailbox.offset(in: claimed)
         let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask)!
         Mailbox.fill(Mailbox.slot(offset, of: segment), with: Job(color: 0, body: { if ran.increment() == 2 { bothRan.fire() } }))
         XCTAssertTrue(bothRan.wait(), "the filled slot and the job behind it ran")

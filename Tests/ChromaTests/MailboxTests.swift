@@ -114,7 +114,7 @@ final class MailboxTests: XCTestCase {
         _ = mailbox.push(job(0, into: log))
         XCTAssertEqual(mailbox.run(limit: 10), 1)
         let claimed = mailbox.tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
-        let offset = Int((claimed & Mailbox.offsetMask) >> Mailbox.offsetShift)
+        let offset = Mailbox.offset(in: claimed)
         XCTAssertEqual(offset, 1)
         let later = 2...(Mailbox.gap + 10)  // past the slot `awaitNext` watches
         for i in later { _ = mailbox.push(job(i, into: log)) }

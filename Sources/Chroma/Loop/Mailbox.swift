@@ -137,10 +137,16 @@ struct Mailbox {
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
         let job = job
         let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
-        let offset = Int(truncatingIfNeeded: (claimed & Mailbox.offsetMask) &>> Mailbox.offsetShift)
+        let offset = Mailbox.offset(in: claimed)
         guard claimed & Mailbox.closedBit == 0 && offset < Mailbox.slotsPerSegment else {
             return pushPastTheEnd(job, claimed: claimed)
         }
+        return place(job, claimed: claimed, offset: offset)
+    }
+
+    /// Fills the slot a claim got (`offset` < `slotsPerSegment`) and reports whether this
+    /// post must wake the loop.
+    @inlinable @inline(__always) func place(_ job: Job, claimed: UInt, offset: Int) -> PushResult {
         let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped
         Mailbox.fill(Mailbox.slot(offset, of: segment), with: job)
         if claimed & Mailbox.sleepingBit == 0 { return .queued(wake: false) }
@@ -153,16 +159,12 @@ struct Mailbox {
         var claimed = first
         while true {
             if claimed & Mailbox.closedBit != 0 { return refuse(job) }
-            let offset = Int(truncatingIfNeeded: (claimed & Mailbox.offsetMask) &>> Mailbox.offsetShift)
+            let offset = Mailbox.offset(in: claimed)
             // Past the end only by the claims in flight: one per thread at most.
             assert(offset < Mailbox.slotsPerSegment + 8192, "mailbox offset near the flag bits")
-            let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped
-            if offset < Mailbox.slotsPerSegment {
-                Mailbox.fill(Mailbox.slot(offset, of: segment), with: job)
-                if claimed & Mailbox.sleepingBit == 0 { return .queued(wake: false) }
-                return .queued(wake: clearSleeping())
-            }
-            passFullSegment(segment, claimedOffset: offset)
+            if offset < Mailbox.slotsPerSegment { return place(job, claimed: claimed, offset: offset) }
+            passFullSegment(UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped,
+                            claimedOffset: offset)
             claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
         }
     }
@@ -230,7 +232,7 @@ struct Mailbox {
         while true {
             let word = tail.pointee.load(ordering: .acquiring)
             if word & Mailbox.addressMask != address
-                || Int(truncatingIfNeeded: (word & Mailbox.offsetMask) &>> Mailbox.offsetShift) < Mailbox.slotsPerSegment {
+                || Mailbox.offset(in: word) < Mailbox.slotsPerSegment {
                 return
             }
             spins += 1
@@ -355,6 +357,11 @@ struct Mailbox {
         segment.initializeMemory(as: UInt8.self, repeating: 0, count: segmentBytes)
         precondition(UInt(bitPattern: segment) & ~addressMask == 0, "a heap address above 2^48")
         return segment
+    }
+
+    /// The slot offset a tail word holds.
+    @inlinable @inline(__always) static func offset(in word: UInt) -> Int {
+        Int(truncatingIfNeeded: (word & offsetMask) &>> offsetShift)
     }
 
     @inlinable @inline(__always)
