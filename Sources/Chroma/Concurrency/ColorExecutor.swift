@@ -28,7 +28,7 @@ import Glibc
 /// they run on one fallback thread ("chroma-stranded"), still one at a time, so a task
 /// that outlives its runtime ends instead of hanging.
 public final class ColorExecutor: SerialExecutor, @unchecked Sendable {
-    // Safe to share: immutable after init (see `ColorQueue`).
+    // Safe to share: immutable after init.
     let queue: ColorQueue
     /// The color whose jobs this executor runs.
     public var color: Color { queue.color }
@@ -59,7 +59,7 @@ public final class ColorExecutor: SerialExecutor, @unchecked Sendable {
 
     /// True for an executor of the same color of the same runtime.
     public func isSameExclusiveExecutionContext(other: ColorExecutor) -> Bool {
-        other.queue.color == queue.color && other.queue.core.identity == queue.core.identity
+        other.queue.color == queue.color && other.queue.runtime === queue.runtime
     }
 
     /// Whether the calling code runs as this color: inside a callback or job of the color,
@@ -80,7 +80,7 @@ public final class ColorExecutor: SerialExecutor, @unchecked Sendable {
 /// color's loop, as the color, serialized with its callbacks and its actors. Get one from
 /// `runtime.taskExecutor(for:)`. Same queueing and shutdown rules as `ColorExecutor`.
 public final class ColorTaskExecutor: TaskExecutor, @unchecked Sendable {
-    // Safe to share: immutable after init (see `ColorQueue`).
+    // Safe to share: immutable after init.
     let queue: ColorQueue
     /// The color whose jobs this executor runs.
     public var color: Color { queue.color }
@@ -95,21 +95,21 @@ public final class ColorTaskExecutor: TaskExecutor, @unchecked Sendable {
     }
 }
 
-/// What both executors of a color share: where its jobs go.
-struct ColorQueue: @unchecked Sendable {
-    // Safe to share: `core` is a handle of pointers whose queues are thread-safe (see
-    // `LoopCore`); the runtime, held strongly, keeps them alive.
+/// What both executors of a color share: the color, and the runtime whose placement says
+/// which loop runs it (asked at each enqueue, never cached).
+struct ColorQueue: Sendable {
     let runtime: Runtime
     let color: Color
-    let core: LoopCore
 
     init(runtime: Runtime, color: Color) {
         precondition(MemoryLayout<UnownedJob>.size == MemoryLayout<UnsafeRawPointer>.size,
                      "a Swift job reference travels as one pointer in a Job record")
         self.runtime = runtime
         self.color = color
-        core = runtime.cores[runtime.loopIndex(of: color)]
     }
+
+    /// The queues of the loop that runs the color now.
+    @inline(__always) private var core: LoopCore { runtime.cores[runtime.placement.loopIndex(of: color)] }
 
     /// An executor pointer's low bit (objects are 16-byte aligned) says which kind it is.
     static let taskExecutorBit: UInt = 1
@@ -125,8 +125,9 @@ struct ColorQueue: @unchecked Sendable {
         chroma_current_loop() == core.identity && chroma_current_color() == color.rawValue
     }
 
-    /// Runs a job from the loop's queues (loop thread, with the current color set), or
-    /// from the fallback thread.
+    /// Runs a job from the loop's queues (loop thread, with the current color set: the
+    /// runtime hands this to its loops as their `Callback.ExecutorJobs`), or from the
+    /// fallback thread.
     @inline(__always) static func run(job: UnsafeRawPointer, executor tagged: UnsafeRawPointer) {
         let unowned = unsafeBitCast(job, to: UnownedJob.self)
         let bits = UInt(bitPattern: tagged)

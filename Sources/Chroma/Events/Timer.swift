@@ -15,15 +15,16 @@ public final class Timer: Sendable {
     /// internal waiters such as `sleep(for:)` that must hear about it.
     let onShutdown: (@Sendable () -> Void)?
     private let state = Atomic<UInt8>(State.pending.rawValue)
-    private let loop: Loop
+    /// The loop queue holding the timer (see `Placement.pin`).
+    private let queue: TimerQueue
 
     enum State: UInt8 { case pending, fired, cancelled }
 
-    init(color: Color, intervalNanoseconds: UInt64?, loop: Loop, onShutdown: (@Sendable () -> Void)? = nil,
+    init(color: Color, intervalNanoseconds: UInt64?, queue: TimerQueue, onShutdown: (@Sendable () -> Void)? = nil,
          body: @escaping @Sendable () -> Void) {
         self.color = color
         self.intervalNanoseconds = intervalNanoseconds
-        self.loop = loop
+        self.queue = queue
         self.onShutdown = onShutdown
         self.body = body
     }
@@ -34,7 +35,7 @@ public final class Timer: Sendable {
     public func cancel() -> Bool {
         let (won, _) = state.compareExchange(
             expected: State.pending.rawValue, desired: State.cancelled.rawValue, ordering: .acquiringAndReleasing)
-        if won { loop.timers.noteCancelled() }
+        if won { queue.noteCancelled() }
         return won
     }
 

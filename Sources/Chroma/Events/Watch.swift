@@ -46,6 +46,7 @@ public final class Watch: @unchecked Sendable {
     public let interest: Interest
     /// The color the body runs on.
     public let color: Color
+    /// The loop the event lives on (loop 0 for signals; for an fd, `Placement.pin` of the color).
     let loop: Loop
     /// Keeps the runtime (and so `loop`'s core memory) alive while a watch can still be
     /// cancelled; the handle table drops the watch when it is freed, which ends the cycle.
@@ -85,7 +86,7 @@ public final class Watch: @unchecked Sendable {
         guard !isCancelled else { return }
         switch target {
         case .fd:
-            loop.runAs(color.rawValue) { body(Interest(libeventFlags: flags)) }
+            Callback.run(as: color) { body(Interest(libeventFlags: flags)) }
         case .signal:
             // Signals all arrive on loop 0; the body runs on its own color's loop.
             let body = self.body

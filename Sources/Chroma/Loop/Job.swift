@@ -1,5 +1,3 @@
-import CChroma
-
 /// One queued callback: the color it runs as, and what to run, in three plain words.
 ///
 /// Two kinds of work share the queues. A Swift closure costs its context's reference count
@@ -14,7 +12,7 @@ import CChroma
 /// crosses between cores through the cache, and a 40-byte record (function, context and
 /// closure side by side) measurably halved the C peer's rate when given the same size.
 /// Ownership: a closure job's record owns one reference to the closure's context; the
-/// queues move records bitwise, and `run(consuming:)` consumes it exactly once.
+/// queues move records bitwise, and `Callback.run(job:executorJobs:)` consumes it exactly once.
 @usableFromInline
 struct Job {
     @usableFromInline let tagged: UInt64
@@ -65,21 +63,6 @@ struct Job {
         tagged = color | Job.executorTag
         word0 = job
         word1 = executor
-    }
-
-    /// Sets the thread's current color and runs the job in `slot`, leaving the slot
-    /// uninitialized. Reads what it needs before calling: the call may grow (move) the
-    /// queue the slot lives in.
-    @inline(__always) static func run(consuming slot: UnsafeMutablePointer<Job>) {
-        let tagged = slot.pointee.tagged
-        chroma_set_current_color(tagged & colorMask)
-        if tagged & (functionTag | executorTag) == 0 {
-            runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
-        } else if tagged & functionTag != 0 {
-            callFunction(slot.pointee.word0, slot.pointee.word1)
-        } else {
-            ColorQueue.run(job: slot.pointee.word0.unsafelyUnwrapped, executor: slot.pointee.word1.unsafelyUnwrapped)
-        }
     }
 
     /// Calls a function job's function with its context.

@@ -3,16 +3,16 @@ import Glibc
 import Synchronization
 
 /// One event loop: a named pthread that owns an `event_base`, a run queue and mailbox (in
-/// its `LoopCore`), and a timer queue. Every color whose `rawValue % loopCount` is this
-/// loop's index runs here, one callback at a time.
+/// its `LoopCore`), and a timer queue. The colors `Placement` assigns to this loop run here,
+/// one callback at a time.
 ///
 /// Threading: `enqueue`, `requestStop` and `isCurrent` may be used from any thread.
 /// Everything else runs on the loop's own thread (`preconditionOnLoop()`).
 final class Loop: @unchecked Sendable {
     // Safe to send: `core` is set once by the runtime before the thread starts (and is
-    // itself thread-safe, see `LoopCore`); `base`,
-    // `wakeupEvent` and `timers` are used only on the loop's thread (or by `makeEvent`
-    // under `HandleTable`'s lock while the loop is open, see there); `stopRequested` is atomic.
+    // itself thread-safe, see `LoopCore`); `base`, `wakeupEvent` and `timers` are used only
+    // on the loop's thread (or by `makeEvent` under `HandleTable`'s lock while the loop is
+    // open, see there); `stopRequested` is atomic; the rest is immutable.
     let index: Int
     /// The runtime; the loop's thread keeps it alive (see `start`), so this need not.
     unowned(unsafe) let runtime: Runtime
@@ -21,8 +21,11 @@ final class Loop: @unchecked Sendable {
     let timers = TimerQueue()
     /// Connections and listeners on this loop, closed by the shutdown sweep.
     let sockets = LoopSockets()
-    /// Counts the fresh colors `Runtime.makeColor(onLoop:)` made for this loop.
-    let nextColor = Atomic<UInt64>(0)
+    /// How this loop runs Swift executor jobs (see `Callback.ExecutorJobs`).
+    private let executorJobs: Callback.ExecutorJobs
+    /// Whether the mailbox may close for shutdown: false while the blocking pool still owes
+    /// completions (see `finish`). Passed in, so the loop never reaches up into the pool.
+    private let mayClose: () -> Bool
     private var base: EventBase?
     private var wakeupEvent: PersistentEvent?
     /// A zero-timeout timer that continues a drain the budget stopped: it fires only after
@@ -39,11 +42,14 @@ final class Loop: @unchecked Sendable {
     /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
     static let budget = 4096
 
-    init(index: Int, runtime: Runtime, handles: HandleTable, pinToCPU: Int?) {
+    init(index: Int, runtime: Runtime, handles: HandleTable, pinToCPU: Int?,
+         executorJobs: Callback.ExecutorJobs, mayClose: @escaping () -> Bool) {
         self.index = index
         self.runtime = runtime
         self.handles = handles
         self.pinToCPU = pinToCPU
+        self.executorJobs = executorJobs
+        self.mayClose = mayClose
     }
 
     /// Called once by the runtime, before `start`.
@@ -181,13 +187,14 @@ final class Loop: @unchecked Sendable {
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         var waiting = false
+        let executorJobs = self.executorJobs
         while remaining > 0 {
             let limit = remaining
             // With local jobs waiting, the mailbox gets half the pass: producers that stay
             // ahead of the loop must not keep the run queue from its turn.
             let share = local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2)
-            let fromMailbox = core.mailbox.run(limit: share)
-            remaining = Loop.runJobs(local, limit: limit &- fromMailbox)
+            let fromMailbox = core.mailbox.run(limit: share, executorJobs: executorJobs)
+            remaining = Loop.runJobs(local, limit: limit &- fromMailbox, executorJobs: executorJobs)
             if fromMailbox < share && local.pointee.runQueue.isEmpty {
                 if core.mailbox.sleepIfEmpty() {
                     idle = true
@@ -207,7 +214,7 @@ final class Loop: @unchecked Sendable {
         // producer descheduled mid-post (one the scheduler ranks below this loop, even) is
         // not competed with by a loop spinning through libevent passes for it.
         stalledPolls = waiting && remaining == Loop.budget ? stalledPolls &+ 1 : 0
-        chroma_set_current_color(Color.noneRawValue)
+        Callback.endBatch()
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) { finish() }
         if !idle && !finished {
@@ -225,10 +232,11 @@ final class Loop: @unchecked Sendable {
     }
 
     /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
-    @inline(never) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int) -> Int {
+    @inline(never) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int,
+                                               executorJobs: Callback.ExecutorJobs) -> Int {
         var remaining = limit
         while remaining > 0 && !local.pointee.runQueue.isEmpty {
-            local.pointee.runQueue.runFront()
+            local.pointee.runQueue.runFront(executorJobs: executorJobs)
             remaining &-= 1
         }
         return remaining
@@ -238,7 +246,7 @@ final class Loop: @unchecked Sendable {
     /// watches and timers still registered here are cancelled and counted, and the loop exits.
     ///
     /// The mailbox may close only once the blocking pool has posted every completion it
-    /// owes (jobs running when `stop()` closed the pool still finish and post). Until then
+    /// owes (`mayClose`; jobs running when `stop()` closed the pool still finish and post). Until then
     /// this returns without closing, and the loop keeps dispatching: timers and fd events
     /// still fire, so pool work that waits for one of them cannot deadlock shutdown. The
     /// pool wakes every loop when its last completion is posted, and the drain calls this
@@ -248,14 +256,14 @@ final class Loop: @unchecked Sendable {
         let local = core.local
         local.pointee.draining = true
         defer {
-            chroma_set_current_color(Color.noneRawValue)
+            Callback.endBatch()
             local.pointee.draining = false
         }
         var waits = 0
         while true {
-            let ran = core.mailbox.run(limit: Int.max)
-            while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
-            if !runtime.pool.hasPostedEverything { return }
+            let ran = core.mailbox.run(limit: Int.max, executorJobs: executorJobs)
+            while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max, executorJobs: executorJobs) }
+            if !mayClose() { return }
             if core.mailbox.closeIfEmpty() { break }  // closed: nothing can be queued here any more
             // A producer is filling a slot it claimed: let it run (yield first, then sleep a
             // little, in case the scheduler does not rank it above this thread).
@@ -274,17 +282,9 @@ final class Loop: @unchecked Sendable {
         // The sweep wakes waiters (a connection's readers and senders, a sleep): their
         // resumptions were queued here, on this loop's run queue. Run them (and what they
         // queue) before the loop exits; the mailbox is closed, so nothing else can arrive.
-        while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
+        while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max, executorJobs: executorJobs) }
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)
         base!.breakLoop()
-    }
-
-    /// Runs `body` as `color` right here, for event callbacks (timers, watches) that fire on
-    /// this loop. Loop thread only.
-    @inline(__always) func runAs(_ color: UInt64, _ body: () -> Void) {
-        chroma_set_current_color(color)
-        body()
-        chroma_set_current_color(Color.noneRawValue)
     }
 
     /// Creates a persistent event on this loop's base. Any thread, while the loop is open
@@ -316,43 +316,5 @@ extension Loop {
     func withRawBase<R>(_ body: (OpaquePointer) throws(ChromaError) -> R) throws(ChromaError) -> R {
         guard let base else { throw .shutDown(operation: "serveHTTP") }
         return try base.withRawBase(body)
-    }
-}
-
-/// Something on a loop that holds sockets (a connection, a listener) and must release them
-/// on that loop's thread when the runtime shuts down.
-protocol SocketOwner: AnyObject {
-    /// Loop thread, during the shutdown sweep: close at once, reporting `.shutdown`.
-    func closeForShutdown()
-}
-
-/// The socket owners live on one loop. Registering takes a lock, so nothing can slip onto a
-/// loop after its shutdown sweep: `register` then returns false.
-final class LoopSockets: @unchecked Sendable {
-    // Safe to share: `owners` and `closed` are only touched with `lock` held.
-    private let lock = Lock()
-    private var owners: [ObjectIdentifier: SocketOwner] = [:]
-    private var closed = false
-
-    func register(_ owner: SocketOwner) -> Bool {
-        lock.withLock {
-            guard !closed else { return false }
-            owners[ObjectIdentifier(owner)] = owner
-            return true
-        }
-    }
-
-    func unregister(_ owner: SocketOwner) {
-        lock.withLock { owners[ObjectIdentifier(owner)] = nil }
-    }
-
-    /// Loop thread, at shutdown: closes every owner.
-    func closeAll() {
-        let all = lock.withLock { () -> [SocketOwner] in
-            closed = true
-            defer { owners.removeAll() }
-            return Array(owners.values)
-        }
-        for owner in all { owner.closeForShutdown() }
     }
 }

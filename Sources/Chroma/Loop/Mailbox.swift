@@ -247,7 +247,7 @@ struct Mailbox {
     ///
     /// Not inlined: it loops over many jobs per call, and inlined into `Loop.drain` beside
     /// the run queue's loop it cost that loop its registers (+4 instructions per local job).
-    @inline(never) func run(limit: Int) -> Int {
+    @inline(never) func run(limit: Int, executorJobs: Callback.ExecutorJobs) -> Int {
         var (segment, offset) = head.pointee
         var jobs = 0
         while jobs < limit {
@@ -263,7 +263,7 @@ struct Mailbox {
             jobs &+= 1
             // Saved before the job runs: nothing a job does may see a stale position.
             head.pointee = (segment, offset)
-            Job.run(consuming: slot)
+            Callback.run(job: slot, executorJobs: executorJobs)
             // Clean for reuse; a spare's release store publishes it with the segment.
             Mailbox.publication(of: slot).pointee.store(0, ordering: .relaxed)
         }

@@ -38,14 +38,14 @@ struct RunQueue {
     ///
     /// An emptied queue restarts at slot 0, so a steady chain of callbacks reuses the same
     /// few slots (hot in L1) instead of sweeping the whole ring through the cache.
-    @inline(__always) mutating func runFront() {
+    @inline(__always) mutating func runFront(executorJobs: Callback.ExecutorJobs) {
         let slot = buffer + (head & mask)
         head &+= 1
         if head == tail {
             head = 0
             tail = 0
         }
-        Job.run(consuming: slot)
+        Callback.run(job: slot, executorJobs: executorJobs)
     }
 
     @usableFromInline mutating func grow() {

@@ -75,9 +75,9 @@ final class TimerQueue: @unchecked Sendable {
                 if next <= now { next = now &+ interval }
                 sequence &+= 1
                 heap.insert(Entry(deadline: next, sequence: sequence, timer: timer))
-                loop!.runAs(timer.color.rawValue, timer.body)
+                Callback.run(as: timer.color, timer.body)
             } else if timer.claimForFiring() {
-                loop!.runAs(timer.color.rawValue, timer.body)
+                Callback.run(as: timer.color, timer.body)
             }
         }
         if let head = heap.min {

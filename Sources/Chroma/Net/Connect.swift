@@ -41,7 +41,8 @@ extension Runtime {
     /// On `color`: starts the non-blocking connect and waits for its outcome.
     private func startConnect(_ address: SocketAddress, name: String, color: Color, timeout: Duration,
                               completion: @escaping @Sendable (Result<Connection, NetError>) -> Void) {
-        let loop = loop(for: color)
+        // Runs on `color`, so its pinned loop is this thread's; the socket pins the color there.
+        let loop = pinnedLoop(for: color)
         guard let socket = try? loop.makeSocketBuffer(fd: -1) else {
             return completion(.failure(NetError(operation: "connect", address: name, code: .system(.init(rawValue: ENOMEM)))))
         }
@@ -55,7 +56,7 @@ extension Runtime {
         // The closure holds `pending` (and so the socket) until the outcome replaces it: the
         // connection installs its own handlers, `fail` installs an empty one.
         socket.onEvent = { [self, pending] event in
-            loop.runAs(color.rawValue) {
+            Callback.run(as: color) {
                 guard event.connected else {
                     return pending.fail(event.timeout ? .timedOut : .system(.init(rawValue: event.errno == 0 ? ECONNREFUSED : event.errno)))
                 }
@@ -112,6 +113,6 @@ private final class PendingConnect: SocketOwner {
     }
 
     func closeForShutdown() {
-        loop.runAs(color.rawValue) { fail(.system(.init(rawValue: ECANCELED))) }
+        Callback.run(as: color) { fail(.system(.init(rawValue: ECANCELED))) }
     }
 }

@@ -51,6 +51,7 @@ public final class Connection: @unchecked Sendable {
     public let runtime: Runtime
     /// The peer's address, "host:port".
     public let peer: String
+    /// The loop the socket lives on, which pins the color (see `Placement.pin`).
     let loop: Loop
     private var socket: SocketBuffer?
     private var reader: Reader = .none
@@ -90,9 +91,9 @@ public final class Connection: @unchecked Sendable {
         self.color = color
         self.socket = socket
         self.peer = peer
-        socket.onRead = { [unowned self] in loop.runAs(color.rawValue) { self.readAvailable() } }
-        socket.onWriteDrained = { [unowned self] in loop.runAs(color.rawValue) { self.outputDrained() } }
-        socket.onEvent = { [unowned self] what in loop.runAs(color.rawValue) { self.socketEvent(what) } }
+        socket.onRead = { [unowned self] in Callback.run(as: color) { self.readAvailable() } }
+        socket.onWriteDrained = { [unowned self] in Callback.run(as: color) { self.outputDrained() } }
+        socket.onEvent = { [unowned self] what in Callback.run(as: color) { self.socketEvent(what) } }
         socket.setWriteLowWatermark(lowWatermark)
     }
 
@@ -521,6 +522,6 @@ public struct ConnectionClosed: Error, Equatable, Sendable {
 
 extension Connection: SocketOwner {
     func closeForShutdown() {
-        loop.runAs(color.rawValue) { beginClose(.shutdown, flush: false) }
+        Callback.run(as: color) { beginClose(.shutdown, flush: false) }
     }
 }

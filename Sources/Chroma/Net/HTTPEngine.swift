@@ -692,7 +692,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
         self.runtime = runtime
         self.loop = loop
-        self.loopColor = Color(UInt64(loop.index))
+        self.loopColor = runtime.loopColor(loop.index)
         self.limits = limits
         self.handler = handler
     }
@@ -772,7 +772,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
         counters.requests.add(1, ordering: .relaxed)
         evhttp_request_set_on_complete_cb(raw, httpRequestCompleteCallback, Unmanaged.passUnretained(connection).toOpaque())
         let exchange = HTTPExchange(server: self, connection: connection)
-        loop.runAs(connection.color.rawValue) { handler(exchange) }
+        Callback.run(as: connection.color) { handler(exchange) }
     }
 
     /// The state of `evcon`, made on first sight (a connection evhttp set up before the

@@ -141,7 +141,7 @@ extension Runtime {
         do throws(ChromaError) {
             for loop in acceptors == .everyLoop ? loops : [loops[0]] {
                 address.port = boundPort
-                let entry = LoopListener(loop: loop, loopColor: Color(UInt64(loop.index)), stats: stats)
+                let entry = LoopListener(loop: loop, loopColor: loopColor(loop.index), stats: stats)
                 let runtime = self
                 let socket = try address.withSockaddr { sa, length throws(ChromaError) in
                     try loop.makeListener(address: sa, length: length, backlog: backlog, onAccept: { [unowned entry] fd in
@@ -172,7 +172,8 @@ extension Runtime {
         _ = chroma_tcp_nodelay(fd)
         let peer = SocketAddress.peerName(of: fd)
         let connectionColor = color ?? makeColor(onLoop: loop.index)
-        let owner = self.loop(for: connectionColor)
+        // The connection's bufferevent pins its color to the loop it is created on.
+        let owner = pinnedLoop(for: connectionColor)
         if owner === loop {
             startConnection(fd: fd, loop: loop, color: connectionColor, peer: peer, onConnection: onConnection)
         } else {
@@ -197,7 +198,7 @@ extension Runtime {
             socket.free()
             return
         }
-        loop.runAs(color.rawValue) { onConnection(connection) }
+        Callback.run(as: color) { onConnection(connection) }
         connection.start()
     }
 
@@ -210,13 +211,6 @@ extension Runtime {
         // The timer holds the socket object; enabling one freed meanwhile (closed listener)
         // does nothing.
         _ = try? schedule(after: Listener.acceptRetryDelay, on: loopColor) { socket.enable() }
-    }
-
-    /// A fresh color owned by loop `index` (from 2⁴⁰ up, apart from `makeColor()`'s).
-    public func makeColor(onLoop index: Int) -> Color {
-        precondition(index >= 0 && index < loopCount, "makeColor(onLoop:): no loop \(index)")
-        let n = loops[index].nextColor.add(1, ordering: .relaxed).oldValue
-        return Color(unchecked: (1 << 40) + n * UInt64(loopCount) + UInt64(index))
     }
 }
 

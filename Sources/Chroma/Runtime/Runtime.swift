@@ -21,17 +21,18 @@ import Synchronization
 /// Threading: every method may be called from any thread, inside or outside callbacks,
 /// except `shutdown()` and `run()`, which block and so must not run on a loop thread.
 public final class Runtime: @unchecked Sendable {
-    // Safe to share: `loops`, `loopCount`, `loopMask` and `handles` are immutable after init;
-    // the lifecycle is an atomic; the report is guarded by `reportLock`, `joined` by `joinLock`.
+    // Safe to share: `loops`, `loopCount`, `placement` and `handles` are immutable after init
+    // (but for the placement's atomic counters); the lifecycle is an atomic; the report is
+    // guarded by `reportLock`, `joined` by `joinLock`.
     /// How many loops (threads) this runtime runs.
     public let loopCount: Int
     private(set) var loops: [Loop]  // assigned once, at the end of init
     /// The loops' hot state, without reference counting (see `LoopCore`).
     @usableFromInline let cores: UnsafeMutablePointer<LoopCore>  // loopCount of them, filled in init
-    @usableFromInline let loopMask: Int  // loopCount - 1 when a power of two, else -1
+    /// Which loop runs each color: the one place that decides it.
+    @usableFromInline let placement: Placement
     let handles: HandleTable
     @usableFromInline let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
-    private let nextColor = Atomic<UInt64>(1 << 32)
     private let stopped = Latch()
     private let reportLock = Lock()
     private let joinLock = Lock()  // held while joining; never taken by loop threads
@@ -58,14 +59,17 @@ public final class Runtime: @unchecked Sendable {
         try pool.validate()
         self.pool = BlockingPool(configuration: pool)
         loopCount = loops
-        loopMask = loops & (loops - 1) == 0 ? loops - 1 : -1
+        placement = Placement(loopCount: loops)
         handles = HandleTable(loopCount: loops)
         cores = .allocate(capacity: loops)  // initialized below, once the loops exist
         var made: [Loop] = []
         self.loops = []
         let cpus = Runtime.onlineCPUCount
+        let pool = self.pool
         for i in 0..<loops {
-            made.append(Loop(index: i, runtime: self, handles: handles, pinToCPU: pinToCPUs ? i % cpus : nil))
+            made.append(Loop(index: i, runtime: self, handles: handles, pinToCPU: pinToCPUs ? i % cpus : nil,
+                             executorJobs: { job, executor in ColorQueue.run(job: job, executor: executor) },
+                             mayClose: { pool.hasPostedEverything }))
         }
         self.loops = made
         for (i, loop) in made.enumerated() {
@@ -199,19 +203,33 @@ public final class Runtime: @unchecked Sendable {
 
     // MARK: Colors
 
-    /// The index of the loop that owns `color`: `rawValue % loopCount`.
+    /// The index of the loop that runs `color` now (see `Placement` for the rule). Any thread.
     @inlinable @inline(__always) public func loopIndex(of color: Color) -> Int {
-        loopMask >= 0 ? Int(truncatingIfNeeded: color.rawValue) & loopMask : Int(color.rawValue % UInt64(loopCount))
+        placement.loopIndex(of: color)
     }
 
-    @inline(__always) func loop(for color: Color) -> Loop {
-        loops[loopIndex(of: color)]
+    /// The loop to create loop-bound libevent state on for `color`; that state pins the color
+    /// there (see `Placement.pin`).
+    func pinnedLoop(for color: Color) -> Loop {
+        loops[placement.pin(color)]
     }
 
     /// A color no other call of this runtime has returned, owned by the next loop in
     /// round-robin order: give one to each connection or task to spread them across cores.
+    /// Any thread.
     public func makeColor() -> Color {
-        Color(unchecked: nextColor.add(1, ordering: .relaxed).oldValue)
+        placement.makeColor()
+    }
+
+    /// A fresh color owned by loop `index` (apart from `makeColor()`'s): for work that
+    /// should start where something already lives, such as an accepted connection. Any thread.
+    public func makeColor(onLoop index: Int) -> Color {
+        placement.makeColor(onLoop: index)
+    }
+
+    /// Loop `index`'s own color, shared with no user color (see `Placement.loopColor`).
+    func loopColor(_ index: Int) -> Color {
+        placement.loopColor(index)
     }
 
     /// The runtime whose callback is running on this thread, or nil outside callbacks.
@@ -247,7 +265,7 @@ public final class Runtime: @unchecked Sendable {
     @inlinable @inline(__always)
     public func execute(on color: Color = .main, _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !cores[loopIndex(of: color)].enqueue(Job(color: color.rawValue, body: consume body)) {
+        if !cores[placement.loopIndex(of: color)].enqueue(Job(color: color.rawValue, body: consume body)) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -263,7 +281,7 @@ public final class Runtime: @unchecked Sendable {
     public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
                         _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !cores[loopIndex(of: color)].enqueue(Job(color: color.rawValue, function: function, context: context)) {
+        if !cores[placement.loopIndex(of: color)].enqueue(Job(color: color.rawValue, function: function, context: context)) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -292,8 +310,9 @@ public final class Runtime: @unchecked Sendable {
             intervalNs = ns
         }
         try checkRunning("schedule")
-        let loop = loop(for: color)
-        let timer = Timer(color: color, intervalNanoseconds: intervalNs, loop: loop, onShutdown: onShutdown, body: body)
+        // The timer's heap entry lives on one loop's queue, so it pins the color there.
+        let loop = pinnedLoop(for: color)
+        let timer = Timer(color: color, intervalNanoseconds: intervalNs, queue: loop.timers, onShutdown: onShutdown, body: body)
         let deadline = monotonicNanoseconds() &+ delayNs
         if loop.isCurrent {
             loop.timers.insert(timer, deadline: deadline)
@@ -328,7 +347,7 @@ public final class Runtime: @unchecked Sendable {
         let refusal = chroma_epoll_refusal(fd)
         if refusal != 0 { throw .unpollable(operation: "watch", fd: fd, call: "epoll_ctl", errno: refusal) }
         try checkRunning("watch")
-        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: loop(for: color), runtime: self, body: body)
+        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: pinnedLoop(for: color), runtime: self, body: body)
         try handles.register(watch, operation: "watch")
         return watch
     }
@@ -345,7 +364,8 @@ public final class Runtime: @unchecked Sendable {
             throw .invalidArgument(operation: "onSignal", detail: "signal \(signal) cannot be caught")
         }
         try checkRunning("onSignal")
-        // libevent delivers signals to one base only; loop 0 takes them all and forwards.
+        // libevent delivers signals to one base only; loop 0 takes them all and forwards each
+        // to its color with `execute`, so the color itself is not pinned.
         let watch = Watch(target: .signal(signal), interest: [], color: color, loop: loops[0], runtime: self) { _ in body() }
         try handles.register(watch, operation: "onSignal")
         return watch

@@ -1,0 +1,47 @@
+import CChroma
+
+/// Where every callback starts and ends: the one place that sets `Color.current` for user
+/// code and clears it after. Queued jobs (closures, C functions, Swift executor jobs),
+/// timers, watches, connections, listeners and HTTP handlers all start here, so whatever
+/// must see each callback (priorities, moving colors, stall detection) hooks in here alone.
+///
+/// Two shapes, one rule:
+/// - `run(as:_:)` for a callback libevent calls on its own (an fd, a timer): start, run, end.
+/// - `run(job:executorJobs:)` for the drain's batches: jobs run back to back, each start
+///   replaces the previous color, and `endBatch()` clears it once when the batch ends (one
+///   thread-local store per job instead of two).
+///
+/// Threading: loop threads only; the color lives in a C thread-local (`CChroma`).
+enum Callback {
+    /// How a loop runs a Swift executor job: passed in by the runtime (see `Runtime.init`),
+    /// so this layer never reaches up into `Concurrency/`. Arguments: the job, and its tagged
+    /// executor pointer.
+    typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
+
+    /// Runs `body` as `color`, then clears the current color. Loop thread only.
+    @inline(__always) static func run(as color: Color, _ body: () -> Void) {
+        chroma_set_current_color(color.rawValue)
+        body()
+        chroma_set_current_color(Color.noneRawValue)
+    }
+
+    /// Runs the job in `slot` as its color, leaving the slot uninitialized; the color stays
+    /// set until the next job or `endBatch()`. Reads what it needs before calling: the call
+    /// may grow (move) the queue the slot lives in.
+    @inline(__always) static func run(job slot: UnsafeMutablePointer<Job>, executorJobs: ExecutorJobs) {
+        let tagged = slot.pointee.tagged
+        chroma_set_current_color(tagged & Job.colorMask)
+        if tagged & (Job.functionTag | Job.executorTag) == 0 {
+            Job.runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
+        } else if tagged & Job.functionTag != 0 {
+            Job.callFunction(slot.pointee.word0, slot.pointee.word1)
+        } else {
+            executorJobs(slot.pointee.word0.unsafelyUnwrapped, slot.pointee.word1.unsafelyUnwrapped)
+        }
+    }
+
+    /// Ends a batch of `run(job:executorJobs:)` calls: no color is current any more.
+    @inline(__always) static func endBatch() {
+        chroma_set_current_color(Color.noneRawValue)
+    }
+}
