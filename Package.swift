@@ -28,7 +28,9 @@ let package = Package(
             pkgConfig: "libevent_pthreads",
             providers: [.apt(["libevent-dev"])]
         ),
-        // Thread-locals (the current loop and color) and CPU pinning: the two things Swift cannot express.
+        // What Swift cannot express: real `_Thread_local`s (the current loop, color and pool
+        // worker), and calls that need `_GNU_SOURCE` or awkward C macros (CPU pinning, thread
+        // names, a CPU pause, TCP_NODELAY, an epoll probe).
         .target(name: "CChroma"),
         .target(
             name: "Chroma",

@@ -21,10 +21,8 @@ static inline short chroma_ev_read(void) { return EV_READ; }
 static inline short chroma_ev_write(void) { return EV_WRITE; }
 static inline short chroma_ev_persist(void) { return EV_PERSIST; }
 static inline short chroma_ev_signal(void) { return EV_SIGNAL; }
-static inline short chroma_ev_timeout(void) { return EV_TIMEOUT; }
 
 // bufferevent event bits (macros).
-static inline short chroma_bev_reading(void) { return BEV_EVENT_READING; }
 static inline short chroma_bev_writing(void) { return BEV_EVENT_WRITING; }
 static inline short chroma_bev_eof(void) { return BEV_EVENT_EOF; }
 static inline short chroma_bev_error(void) { return BEV_EVENT_ERROR; }

@@ -59,22 +59,3 @@ public final class Timer: Sendable {
                               ordering: .acquiringAndReleasing).exchanged
     }
 }
-
-/// Nanoseconds on the monotonic clock, the one libevent's precise timers use.
-@inline(__always) func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
-extension Duration {
-    /// The duration in whole nanoseconds, or nil when negative or beyond UInt64.
-    var chromaNanoseconds: UInt64? {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0, attoseconds >= 0 else { return nil }
-        let (s, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return nil }
-        let (total, overflow2) = s.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
-        return overflow2 ? nil : total
-    }
-}

@@ -3,7 +3,7 @@ import Glibc
 /// A mutex over `pthread_mutex_t`.
 ///
 /// Not `Synchronization.Mutex`: on Linux that locks with a raw futex ThreadSanitizer cannot
-/// see, and a correct mailbox guarded by it drew false race reports under `--sanitize=thread`.
+/// see, so correct code guarded by it draws false race reports under `--sanitize=thread`.
 final class Lock: @unchecked Sendable {
     // Safe to share: the pthread mutex is the synchronization; the pointer never changes.
     fileprivate let mutex: UnsafeMutablePointer<pthread_mutex_t>

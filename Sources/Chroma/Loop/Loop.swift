@@ -123,8 +123,8 @@ final class Loop: @unchecked Sendable {
         do throws(ChromaError) {
             let base = try EventBase()
             self.base = base
-            let wakeup = try base.makeEvent(fd: -1, flags: 0, priority: .io) { [unowned self] _ in self.drain() }
-            continuationEvent = try base.makeEvent(fd: -1, flags: 0, priority: .io) { [unowned self] _ in self.drain() }
+            let wakeup = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.drain() }
+            continuationEvent = try base.makeEvent(fd: -1, flags: 0) { [unowned self] _ in self.drain() }
             wakeupEvent = wakeup
             core.wakeupSlot.pointee = .passUnretained(wakeup)
             try wakeup.add()
@@ -171,10 +171,13 @@ final class Loop: @unchecked Sendable {
     /// The wakeup event's callback: runs queued jobs, at most `budget` of them. If work is
     /// left, the continuation timer (zero timeout) runs the next drain after libevent's
     /// next poll: I/O that became ready meanwhile runs first, and a loop whose sockets are
-    /// always ready still reaches its queue. The wakeup, I/O, timers and the continuation
-    /// all share one libevent priority: no kind of work can starve another. (With the drain
-    /// one priority below I/O, a loop with 8 flooding connections never ran a cross-thread
-    /// `execute`: libevent serves a lower priority only when no higher one is active.)
+    /// always ready still reaches its queue.
+    ///
+    /// The fairness rule, stated here once: every libevent event of a loop (sockets, timers,
+    /// signals, the wakeup, the continuation, and the events libevent makes itself) has the
+    /// base's one priority, and fairness comes from this budget and the continuation, not
+    /// from priorities: libevent serves a lower priority only when no higher one is active,
+    /// so putting the drain below I/O would let busy sockets starve queued work.
     private func drain() {
         let core = self.core!
         let local = core.local
@@ -298,7 +301,7 @@ final class Loop: @unchecked Sendable {
     func makeSocketBuffer(fd: Int32) throws(ChromaError) -> SocketBuffer {
         preconditionOnLoop("makeSocketBuffer")
         guard let base else { throw .shutDown(operation: "connection") }
-        return try base.makeSocketBuffer(fd: fd)
+        return try SocketBuffer(base: base, fd: fd)
     }
 
     /// A listening socket on this loop's base. Any thread while the loop is open (the
@@ -306,7 +309,7 @@ final class Loop: @unchecked Sendable {
     func makeListener(address: UnsafePointer<sockaddr>, length: socklen_t, backlog: Int32,
                       onAccept: @escaping (Int32) -> Void, onError: @escaping (SocketListener, Int32) -> Void) throws(ChromaError) -> SocketListener {
         guard let base else { throw .shutDown(operation: "listen") }
-        return try base.makeListener(address: address, length: length, backlog: backlog, onAccept: onAccept, onError: onError)
+        return try SocketListener.make(on: base, address: address, length: length, backlog: backlog, onAccept: onAccept, onError: onError)
     }
 }
 

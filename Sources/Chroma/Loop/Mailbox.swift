@@ -2,52 +2,29 @@ import CChroma
 import Glibc
 import Synchronization
 
-/// Where threads other than the loop's own queue jobs for it: a lock-free queue of `Job`
-/// slots for many producers and one consumer (the loop), kept in linked segments of
-/// `slotsPerSegment` slots.
+/// Where threads other than the loop's own queue jobs for it: a lock-free queue of 24-byte
+/// `Job` slots for many producers and one consumer (the loop), in linked segments of
+/// `slotsPerSegment` slots. (Why not a mutex, and what it costs: docs/ARCHITECTURE.md,
+/// "The mailbox".)
 ///
-/// Why no lock: with a mutex, a producer posting in a tight loop holds the lock nearly all
-/// the time; the loop, coming to take its batch, found it held, slept in the kernel, and the
-/// producer's next unlock paid a `futex` wake. Measured on 2 cores: a mutex mailbox
-/// (Chroma's and the raw-C peer's alike) ran either at 15–25 M posts/s or, once that convoy
-/// formed, at 5 M/s, changing from one run to the next. Here a producer never waits for the
-/// loop, and the loop never sleeps behind a producer. One wait is left: at a segment
-/// boundary (once per `slotsPerSegment` posts), producers that claim past the end wait for
-/// the one linking the next segment; if that one is descheduled, they wait for it.
-///
-/// **The tail word** (one atomic, alone on its cache line) holds the segment producers are
-/// filling (bits 0–47: a user-space address), the next unclaimed slot in it (bits 48–61),
-/// and two flags: `sleepingBit`, set by the loop when it found nothing to run and is about
-/// to sleep, and `closedBit`, set by the loop at shutdown once it is empty. A producer
-/// claims a slot with ONE fetch-add; the value before the add tells it, at no extra cost,
-/// its slot, whether the mailbox is closed, and whether the loop sleeps. The producer writes
-/// the job into its slot, publishing it with a release store of the slot's second word
-/// (`Job.word0`, never zero for a real job); if it saw the loop asleep, it clears the flag,
-/// and the one producer whose clear finds it set wakes the loop: one `event_active` per
-/// sleep, however many producers post meanwhile. While the loop is awake, no post wakes it.
-///
-/// **Order**: slots are claimed in one global order, so jobs from one thread run in the order
-/// posted, and a job posted after another (in happens-before order, from any threads) runs
-/// after it.
-///
-/// **Segments**: the producer whose claim lands exactly one past the last slot links the
-/// next segment and swings the tail word to it; producers landing further past wait for
-/// that (they touch only the tail word, never the full segment, which the loop may recycle
-/// as soon as it has run all its slots). The loop zeroes each slot's publication word as it
-/// runs the slot, and keeps up to `spareCount` finished segments as spares, which linking
-/// producers take: a steady stream of posts recycles segments and allocates (and zeroes)
-/// nothing. Only one producer at a time links (the next linker's claim needs the segment
-/// this one links), so each spare slot has one writer, the loop, and one taker at a time.
-///
-/// **The loop** runs ready slots in order. A slot claimed but not yet filled (its producer
-/// is between the two steps) stops it; it sleeps only when the tail word says nothing was
-/// claimed beyond what it ran, setting `sleepingBit` with a compare-exchange against exactly
-/// that value, so no claim can slip in unseen. Otherwise it waits a moment (`awaitNext`),
-/// then polls through libevent passes, backing off to a 1 ms timer (`Loop.pollDelay`): a
-/// producer descheduled in between costs polling and latency, never a lost job.
-///
-/// Jobs are 24 bytes, their color inline: no producer can know the color of the slot before
-/// its own, so the mutex mailbox's color markers have no lock-free equivalent.
+/// Invariants:
+/// - **The tail word** (one atomic, alone on its cache line) holds the segment being filled
+///   (bits 0–47), the next unclaimed slot in it (bits 48–61), `sleepingBit` and `closedBit`.
+///   One fetch-add claims a slot and tells the producer whether the mailbox is closed and
+///   whether the loop sleeps; only the producer whose clear of `sleepingBit` finds it set
+///   wakes the loop (one `event_active` per sleep).
+/// - **A slot is filled** when its publication word (`Job.word0`, never zero for a real job)
+///   is, by a release store; the loop zeroes it after running the slot.
+/// - **Order**: slots are claimed in one global order, so jobs from one thread run in the
+///   order posted, and jobs ordered by happens-before run in that order.
+/// - **The loop sleeps or closes** only by a compare-exchange against exactly the tail it has
+///   run up to, so no claim slips in unseen. A slot claimed but not yet filled stops the
+///   loop, which then polls (`awaitNext`, then `Loop.pollDelay`): a descheduled producer
+///   costs latency, never a job.
+/// - **Segments**: the producer whose claim lands one past a segment's end links the next
+///   (a spare the loop recycled, else a fresh one) and swings the tail; producers landing
+///   further past wait for it, touching only the tail word. Only one producer links at a
+///   time, so each spare slot has one writer (the loop) and one taker at a time.
 ///
 /// A handle of pointers with non-mutating methods, like `RunQueue`'s owner `LoopCore`:
 /// using it touches no reference count.

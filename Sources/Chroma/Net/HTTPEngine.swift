@@ -1126,20 +1126,6 @@ final class HTTPServerRegistry: @unchecked Sendable {
     }
 }
 
-/// CLOCK_MONOTONIC_COARSE: a few milliseconds of resolution, plenty for request
-/// deadlines, at a fraction of the precise clock's cost (it is read twice per request).
-/// (Also ChromaHTTP's clock for its file cache, through the SPI.)
-@_spi(HTTPEngine) public func coarseMonotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
-private func timevalOf(_ duration: Duration) -> timeval {
-    let (seconds, attoseconds) = duration.components
-    return timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-}
-
 // MARK: C entry points (loop thread)
 
 private func httpRequestCallback(_ request: OpaquePointer?, _ context: UnsafeMutableRawPointer?) {

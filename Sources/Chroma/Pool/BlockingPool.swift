@@ -381,8 +381,8 @@ public final class BlockingPool: @unchecked Sendable {
 }
 
 /// A worker's finished jobs on their way to their loops: posted together, so a burst of
-/// completions costs each loop one lock round trip and at most one wakeup instead of one
-/// per job. A batch is posted when it holds `capacity` jobs or as many as still wait in
+/// completions costs each loop one batch push into its mailbox and at most one wakeup
+/// instead of one per job. A batch is posted when it holds `capacity` jobs or as many as still wait in
 /// the queue, before a long call or user work, and before the worker sleeps: a completion
 /// waits for at most `capacity - 1` further short file calls on its worker (so a file
 /// system that hangs one call also delays the completions that worker holds).
