@@ -10,7 +10,7 @@ struct Row {
 }
 
 /// A scenario's results: rows and side-by-side ratios, printed as a table or as the one
-/// JSON object DESIGN.md's "Interfaces that scripts rely on" specifies.
+/// JSON object scripts rely on (`scenario`, `machine`, `rows`, `ratios`; see BENCHMARKS.md).
 struct Report {
     let scenario: String
     let machine: Machine
