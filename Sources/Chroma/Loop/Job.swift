@@ -8,9 +8,8 @@
 /// The record is trivial and 24 bytes: `tagged` is the color, with the top bit set for a
 /// function job and the next for an executor job; `word0`/`word1` are the function and its
 /// context, a closure's two words (entry point, retained context), or a Swift concurrency
-/// job and its `ColorExecutor`. Size matters: in cross-thread posting every job
-/// crosses between cores through the cache, and a 40-byte record (function, context and
-/// closure side by side) measurably halved the C peer's rate when given the same size.
+/// job and its `ColorExecutor`. Size matters: in cross-thread posting every job crosses
+/// between cores through the cache, so the record holds no more than three words.
 /// Ownership: a closure job's record owns one reference to the closure's context; the
 /// queues move records bitwise, and `Callback.run(job:executorJobs:)` consumes it exactly once.
 @usableFromInline

@@ -42,8 +42,8 @@ struct Mailbox {
     @usableFromInline static var slotsPerSegment: Int { 1024 }
     /// How far ahead `awaitNext` watches: a quarter segment, about 100 cache lines.
     static var gap: Int { 256 }
-    /// Spin-wait hints between two checks in `awaitNext` (about 30 ns each on the AMD EPYC
-    /// measured), so the watched line is not pulled from the producer's core continuously.
+    /// Spin-wait hints between two checks in `awaitNext`, so the watched line is not pulled
+    /// from the producer's core continuously.
     static var pausesPerCheck: Int { 2 }
     /// Segment layout: a 64-byte header whose first word is the next segment's address (0
     /// until linked), then the slots.
@@ -109,8 +109,7 @@ struct Mailbox {
     /// Inlined into every `execute`, so only the common case is here: one fetch-add, the
     /// slot's three stores, and the sleeping check. A closed mailbox and a full segment go
     /// out of line: the less code sits beside the local run queue's push in the caller, the
-    /// less that path pays (a loop in here put a stack protector on it: +11 instructions per
-    /// local callback).
+    /// less that path pays (a loop in here would give it a stack protector and spills).
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
         let job = job
         let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
@@ -223,7 +222,7 @@ struct Mailbox {
     /// next slot is not filled yet. Returns the number run.
     ///
     /// Not inlined: it loops over many jobs per call, and inlined into `Loop.drain` beside
-    /// the run queue's loop it cost that loop its registers (+4 instructions per local job).
+    /// the run queue's loop it would take that loop's registers.
     @inline(never) func run(limit: Int, executorJobs: Callback.ExecutorJobs) -> Int {
         var (segment, offset) = head.pointee
         var jobs = 0

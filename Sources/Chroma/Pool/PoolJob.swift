@@ -38,8 +38,8 @@ class PoolJob: @unchecked Sendable {
     // is posted to its loop, and read there afterwards: the mailbox slot's release store
     // and the loop's acquire load of it order the two.
     // Those orderings are also why the mutable fields here and in subclasses are
-    // `@exclusivity(unchecked)`: no two accesses can overlap, and the dynamic checks cost
-    // about a tenth of a loop's time per job (measured in the disk benchmark).
+    // `@exclusivity(unchecked)`: no two accesses can overlap, and the dynamic checks are a
+    // real share of a loop's time per job.
     let color: Color
     /// True for user work (`Runtime.blocking`), which may wait on anything, even on the
     /// completion of an earlier job: a worker posts the completions it holds before
@@ -175,8 +175,8 @@ final class FileCallJob<T: Sendable>: FileJob<T>, @unchecked Sendable {
 /// of a generic class runs unspecialized, looking up type metadata on every call). Its
 /// buffer is allocated by the submitting thread, which is also the thread that frees it
 /// after the completion: malloc's per-thread cache serves both, where a buffer allocated
-/// on the worker and freed on the loop missed that cache every time (measured: the
-/// worker's `_int_malloc` and the loop's cross-arena frees were the pool's top costs).
+/// on the worker and freed on the loop would miss that cache every time (cross-arena
+/// frees on the loop).
 final class PreadJob: PoolJob, @unchecked Sendable {
     // Safe to share: see `PoolJob`; `buffer` is touched by the submitter before submission,
     // then only by the worker running the job, then by the completion (the lock handoffs
