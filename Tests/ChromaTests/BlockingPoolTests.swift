@@ -254,17 +254,6 @@ final class BlockingPoolTests: XCTestCase {
     }
 }
 
-/// Polls `condition` (a state the test cannot be told about by an event, such as a worker
-/// going back to sleep) until it holds or `seconds` pass.
-func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = monotonicSeconds() + seconds
-    while !condition() {
-        if monotonicSeconds() > deadline { return false }
-        sched_yield()
-    }
-    return true
-}
-
 /// Shutdown and the pool: calls that would wait for themselves are refused, and pool work
 /// that waits for a loop event does not deadlock shutdown.
 final class BlockingPoolShutdownTests: XCTestCase {

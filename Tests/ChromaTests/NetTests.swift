@@ -3,106 +3,6 @@ import Foundation
 import SystemPackage
 import XCTest
 
-/// A blocking test client on a plain socket, with receive timeouts so no test can hang.
-final class TestClient: @unchecked Sendable {
-    // Safe to send: only `fd` (immutable); a test uses one client from one thread at a time,
-    // or sends from one thread while the test thread only waits.
-    let fd: Int32
-
-    /// A socket not yet connected (so a test can create descriptors before lowering limits).
-    init() {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        precondition(fd >= 0, "socket: \(errno)")
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    convenience init(port: UInt16) throws {
-        self.init()
-        try connect(port: port)
-    }
-
-    func connect(port: UInt16) throws {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if rc != 0 { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
-    }
-
-    func send(_ text: String) {
-        let bytes = Array(text.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            sent += n
-        }
-    }
-
-    /// Reads until `count` bytes arrived, the peer closed, or the receive timeout.
-    func receive(_ count: Int) -> [UInt8] {
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while result.count < count {
-            let n = recv(fd, &buffer, min(buffer.count, count - result.count), 0)
-            if n <= 0 { break }
-            result += buffer[..<n]
-        }
-        return result
-    }
-
-    /// True once the peer closed (recv returns 0) within the receive timeout.
-    func waitForClose() -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n == 0 { return true }
-            if n < 0 { return errno == ECONNRESET }
-        }
-    }
-
-    /// Closes with a reset (SO_LINGER 0) instead of a FIN.
-    func reset() {
-        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        Glibc.close(fd)
-    }
-
-    func close() { Glibc.close(fd) }
-}
-
-/// Lowers RLIMIT_NOFILE to just above the highest open descriptor and fills every free
-/// one below it, so the next accept fails with EMFILE; `end()` undoes both.
-final class DescriptorExhaustion {
-    private var saved = rlimit()
-    private var fillers: [Int32] = []
-    private var ended = false
-
-    init() {
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
-        let highest = (0..<Int32(65536)).last { fcntl($0, F_GETFD) != -1 } ?? 0
-        var tight = saved
-        tight.rlim_cur = rlim_t(highest + 1)
-        precondition(setrlimit(Int32(RLIMIT_NOFILE.rawValue), &tight) == 0)
-        while true {
-            let fd = open("/dev/null", O_RDONLY)
-            if fd < 0 { break }
-            fillers.append(fd)
-        }
-    }
-
-    func end() {
-        guard !ended else { return }
-        ended = true
-        for fd in fillers { Glibc.close(fd) }
-        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &saved)
-    }
-}
-
 /// TCP: echo, many connections, the stalled half-line client, accept under EMFILE, a peer
 /// that resets mid-write, client connect, backpressure, shutdown.
 final class NetTests: XCTestCase {
@@ -305,22 +205,6 @@ final class NetTests: XCTestCase {
         XCTAssertTrue(client.waitForClose())
         XCTAssertThrowsError(try runtime.listen(port: 0) { _ in })
     }
-}
-
-/// CPU seconds used so far by this process's threads called `name` (from /proc).
-func threadCPUSeconds(named name: String) -> Double {
-    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-    var total = 0.0
-    for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
-        guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
-              comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
-              let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { continue }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-        if fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) { total += (user + system) / ticks }
-    }
-    return total
 }
 
 /// Connections in async code: input as async sequences, `send` honoring backpressure.
