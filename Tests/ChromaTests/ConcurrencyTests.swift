@@ -279,9 +279,7 @@ final class ConcurrencyTests: XCTestCase {
         let second = await actor.increment()
         XCTAssertEqual(second, 2)
     }
-}
 
-extension ConcurrencyTests {
     /// A task preferring color A's task executor calls an actor on color B and comes back:
     /// its nonisolated code runs as A again (on A's loop), never inline on B's loop.
     func testReturningFromAnActorGoesBackToTheTasksColor() async throws {
