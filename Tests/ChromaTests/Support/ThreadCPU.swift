@@ -15,3 +15,10 @@ func threadCPUSeconds(named name: String) -> Double {
     }
     return total
 }
+
+/// CPU seconds used so far by the calling thread.
+func currentThreadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
