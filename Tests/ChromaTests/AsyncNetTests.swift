@@ -90,7 +90,7 @@ final class AsyncNetTests: XCTestCase {
         XCTAssertTrue(waiting.wait(count: 2))
         XCTAssertTrue(waitUntil { tasks.snapshot.count == 2 })
         for task in tasks.snapshot { task.cancel() }
-        XCTAssertTrue(ended.wait(count: 2, seconds: 10), "both tasks ended")
+        XCTAssertTrue(ended.wait(count: 2), "both tasks ended")
         XCTAssertEqual(Set(outcomes.snapshot), ["reader ended", "sender cancelled"])
     }
 }

@@ -34,11 +34,11 @@ final class BlockingPoolShutdownTests: XCTestCase {
         try runtime.schedule(after: .milliseconds(300), on: Color(0)) { timerFired.fire() }
         try runtime.blocking(on: Color(1), {
             started.fire()
-            return timerFired.wait(seconds: 20)
+            return timerFired.wait()
         }, completion: { result in outcome.withLock { $0 = try? result.get() } })
         XCTAssertTrue(started.wait())
         let (finished, report) = shutdownInBackground(runtime)
-        XCTAssertTrue(finished.wait(seconds: 30), "shutdown returned")
+        XCTAssertTrue(finished.wait(seconds: 2 * hangTimeout), "shutdown returned")
         XCTAssertEqual(outcome.snapshot, true, "the timer fired while shutdown waited for the job, and its completion ran")
         XCTAssertEqual(report.snapshot?.cancelledTimers, 0, "the timer had fired, not been cancelled")
     }
@@ -58,10 +58,10 @@ final class BlockingPoolShutdownTests: XCTestCase {
         try runtime.files.stat("/", on: Color(0)) { _ in aCompleted.fire() }
         let bResult = Locked<Bool?>(nil)
         let bDone = Signal()
-        try runtime.blocking(on: Color(0), lane: .short, { aCompleted.wait(seconds: 10) },
+        try runtime.blocking(on: Color(0), lane: .short, { aCompleted.wait() },
                              completion: { result in bResult.withLock { $0 = try? result.get() }; bDone.fire() })
         gate.fire()
-        XCTAssertTrue(bDone.wait(seconds: 20))
+        XCTAssertTrue(bDone.wait(seconds: 2 * hangTimeout))
         XCTAssertEqual(bResult.snapshot, true, "A's completion was posted before B ran")
     }
 

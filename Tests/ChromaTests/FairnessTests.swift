@@ -28,12 +28,12 @@ final class FairnessTests: XCTestCase {
             holding.fulfill()
             release.wait()
         }
-        wait(for: [holding], timeout: 5)
+        wait(for: [holding], timeout: hangTimeout)
         for _ in 0..<flood { try runtime.execute { ran.increment() } }
         var byte: UInt8 = 1
         XCTAssertEqual(write(w, &byte, 1), 1)
         release.signal()
-        wait(for: [readable], timeout: 30)
+        wait(for: [readable], timeout: hangTimeout)
         let atFire = try XCTUnwrap(ranWhenReadable.snapshot)
         // The drain budget is 4,096 callbacks per libevent callback; the fd must be served
         // within a few budgets, not after the whole flood.

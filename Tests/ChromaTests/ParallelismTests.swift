@@ -19,10 +19,11 @@ final class ParallelismTests: XCTestCase {
                 let begin = monotonicSeconds()
                 started.increment()
                 // Fixed work, and then keep working until the other callback has started
-                // too (or 10 s pass): only possible if the two run at the same time.
+                // too (or the hang deadline passes): only possible if the two run at the same
+                // time.
                 var x: UInt64 = 0
                 for i in 0..<2_000_000 { x &+= UInt64(i) &* 31 }
-                let deadline = begin + 10
+                let deadline = begin + hangTimeout
                 while started.current < 2 && monotonicSeconds() < deadline { x &+= 1 }
                 if started.current == 2 { sawOther.increment() }
                 let end = monotonicSeconds()
@@ -31,7 +32,7 @@ final class ParallelismTests: XCTestCase {
                 done.fulfill()
             }
         }
-        wait(for: [done], timeout: 30)
+        wait(for: [done], timeout: 2 * hangTimeout)
         XCTAssertEqual(sawOther.current, 2, "each callback saw the other one running")
         let spans = intervals.snapshot
         XCTAssertEqual(spans.count, 2)
@@ -63,6 +64,6 @@ final class ParallelismTests: XCTestCase {
             XCTAssertTrue(Runtime.current === runtime)
             done.fulfill()
         }
-        wait(for: [done], timeout: 5)
+        wait(for: [done], timeout: hangTimeout)
     }
 }

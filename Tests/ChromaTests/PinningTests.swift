@@ -25,7 +25,7 @@ final class PinningTests: XCTestCase {
                 done.fulfill()
             }
         }
-        wait(for: [done], timeout: 5)
+        wait(for: [done], timeout: hangTimeout)
         XCTAssertEqual(seen.snapshot[0], "0")
         XCTAssertEqual(seen.snapshot[1], "\(1 % cpus)")
     }

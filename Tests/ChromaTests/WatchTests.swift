@@ -37,7 +37,7 @@ final class WatchTests: XCTestCase {
         // The watch is persistent: a second write fires it again.
         var b: UInt8 = 9
         XCTAssertEqual(write(w, &b, 1), 1)
-        wait(for: [two], timeout: 5)
+        wait(for: [two], timeout: hangTimeout)
         XCTAssertEqual(received.snapshot, [7, 9])
         XCTAssertTrue(watch.cancel())
         XCTAssertFalse(watch.cancel())
@@ -65,7 +65,7 @@ final class WatchTests: XCTestCase {
             var byte: UInt8 = 0
             if read(y, &byte, 1) == 1 && byte == 42 { readable.fulfill() }
         }
-        wait(for: [writable, readable], timeout: 5)
+        wait(for: [writable, readable], timeout: hangTimeout)
     }
 
     func testCancelledWatchNeverFiresAgain() throws {
@@ -86,7 +86,7 @@ final class WatchTests: XCTestCase {
             var b: UInt8 = 0
             if read(r, &b, 1) == 1 { again.fulfill() }
         }
-        wait(for: [again], timeout: 5)
+        wait(for: [again], timeout: hangTimeout)
         second.cancel()
         XCTAssertEqual(fired.current, 0)
     }
@@ -109,7 +109,7 @@ final class WatchTests: XCTestCase {
         ww.withLock { $0 = w }
         var byte: UInt8 = 3
         XCTAssertEqual(write(y, &byte, 1), 1)
-        wait(for: [readable, writable], timeout: 5)
+        wait(for: [readable, writable], timeout: hangTimeout)
         rw.cancel()
     }
 }

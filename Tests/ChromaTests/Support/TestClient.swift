@@ -1,6 +1,7 @@
 import Foundation
 
-/// A blocking test client on a plain socket, with receive timeouts so no test can hang.
+/// A blocking test client on a plain socket, with a receive timeout (`hangTimeout`) so no
+/// test can hang.
 final class TestClient: @unchecked Sendable {
     // Safe to send: only `fd` (immutable); a test uses one client from one thread at a time,
     // or sends from one thread while the test thread only waits.
@@ -10,7 +11,7 @@ final class TestClient: @unchecked Sendable {
     init() {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         precondition(fd >= 0, "socket: \(errno)")
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        var timeout = timeval(tv_sec: Int(hangTimeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 

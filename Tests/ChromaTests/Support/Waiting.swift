@@ -1,12 +1,16 @@
 import Foundation
 
+/// How long a test waits for an event before it fails: far longer than any event here takes
+/// on a loaded machine under ThreadSanitizer, so only a hang reaches it.
+let hangTimeout: Double = 60
+
 /// A semaphore with a deadline, so a test waits on the event itself and fails, rather
 /// than hangs, when it never comes.
 final class Signal: Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
     func fire() { semaphore.signal() }
     /// Waits for `count` fires; false if they did not all come within `seconds`.
-    func wait(count: Int = 1, seconds: Double = 20) -> Bool {
+    func wait(count: Int = 1, seconds: Double = hangTimeout) -> Bool {
         let deadline = DispatchTime.now() + seconds
         for _ in 0..<count where semaphore.wait(timeout: deadline) == .timedOut { return false }
         return true
@@ -20,7 +24,7 @@ struct TimedOut: Error, CustomStringConvertible {
 
 /// Calls `start` with a callback and waits (at most `seconds`) for that callback to be
 /// called; returns what it was called with.
-func waitFor<T: Sendable>(_ what: String = "a completion", seconds: Double = 20,
+func waitFor<T: Sendable>(_ what: String = "a completion", seconds: Double = hangTimeout,
                           _ start: (@escaping @Sendable (T) -> Void) throws -> Void) throws -> T {
     let box = Locked<T?>(nil)
     let done = Signal()
@@ -34,7 +38,7 @@ func waitFor<T: Sendable>(_ what: String = "a completion", seconds: Double = 20,
 
 /// Polls `condition` (a state the test cannot be told about by an event, such as a worker
 /// going back to sleep) until it holds or `seconds` pass.
-func waitUntil(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+func waitUntil(seconds: Double = hangTimeout, _ condition: () -> Bool) -> Bool {
     let deadline = monotonicSeconds() + seconds
     while !condition() {
         if monotonicSeconds() > deadline { return false }
