@@ -157,25 +157,26 @@ final class HTTPTests: XCTestCase {
     }
 
     /// A head that grows past the limit a line at a time, never ending: 413 as soon as it
-    /// passes the limit, not at the deadline.
+    /// passes the limit, not at the deadline (set far beyond the client's receive timeout,
+    /// so an answer that waited for it never arrives).
     func testStreamedOversizedHeadGets413() throws {
         let runtime = try startedRuntime()
-        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2048, requestTimeout: .seconds(30)))
+        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2048, requestTimeout: .seconds(10 * hangTimeout)))
         let client = try HTTPTestClient(port: server.port)
         defer { client.close() }
         client.send("GET /hello HTTP/1.1\r\nHost: t\r\n")
-        let started = monotonicSeconds()
         // The head never ends, so however TCP groups these lines the 413 must come from
         // the size check while the head is incomplete (the one-piece case is tested above).
         for i in 0..<31 { client.send("X-Line-\(i): \(String(repeating: "b", count: 100))\r\n") }
         let answer = client.response()
         XCTAssertEqual(answer?.status, 413)
-        XCTAssertLessThan(monotonicSeconds() - started, 10, "answered at the limit, not at the 30 s deadline")
+        XCTAssertEqual(server.stats.requestTimeouts, 0, "answered at the limit, not at the deadline")
         XCTAssertTrue(client.waitForClose())
     }
 
     /// Slowloris: a client trickling its head a byte at a time gets 408 at the request
-    /// deadline, while other clients are served promptly all along.
+    /// deadline, while other clients are served all along (each answer within the client's
+    /// receive timeout: a loop the trickle held would answer no one).
     func testSlowHeaderClientGets408AndOthersAreServed() throws {
         let runtime = try startedRuntime(loops: 1)
         let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(400)))
@@ -194,9 +195,7 @@ final class HTTPTests: XCTestCase {
         let other = try HTTPTestClient(port: server.port)
         defer { other.close() }
         for _ in 0..<10 {
-            let start = monotonicSeconds()
-            XCTAssertEqual(other.get("/hello")?.status, 200)
-            XCTAssertLessThan(monotonicSeconds() - start, 0.3, "other clients are served promptly")
+            XCTAssertEqual(other.get("/hello")?.status, 200, "other clients are served")
         }
         let answer = slow.response()
         XCTAssertEqual(answer?.status, 408, "the trickling client gets 408")
@@ -459,7 +458,7 @@ final class HTTPTests: XCTestCase {
         for client in clients { client.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n") }
         XCTAssertTrue(arrived.wait(count: 4))
         let (finished, _) = shutdownInBackground(runtime)
-        XCTAssertTrue(finished.wait(seconds: 20), "shutdown completed")
+        XCTAssertTrue(finished.wait(), "shutdown completed")
         for client in clients { XCTAssertNil(client.response(), "closed without an answer") }
         for request in held.snapshot { XCTAssertFalse(request.respond(.ok, text: "too late")) }
         held.withLock { $0.removeAll() }
@@ -512,7 +511,7 @@ final class HTTPTests: XCTestCase {
         let done = Signal()
         let forced = Counter()
         let finished = Counter()
-        server.drain(timeout: .seconds(20)) { count in
+        server.drain(timeout: .seconds(2 * hangTimeout)) { count in
             forced.increment(by: count)
             finished.increment()
             done.fire()
