@@ -40,47 +40,48 @@ final class DrainTests: XCTestCase {
 
     /// A producer descheduled between claiming a slot and filling it (simulated: the claim is
     /// made by hand). The loop cannot sleep (a slot is claimed) and cannot run past it; it
-    /// must poll, backing off, rather than spin. Its thread's CPU time over 300 ms, read by a
-    /// watch callback on the loop (watches fire whatever the mailbox holds), stays low; then
-    /// filling the slot lets both jobs run.
+    /// must poll, backing off, rather than spin. A repeating timer on the loop reads the loop
+    /// thread's own CPU clock at each tick (timers fire whatever the mailbox holds): across
+    /// `ticks` ticks the loop uses under a third of the time they span. Filling the slot then
+    /// lets both jobs run.
     func testALoopWaitingOnAStalledProducerBacksOff() throws {
         let runtime = try startedRuntime(loops: 1)
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&fds), 0)
-        defer { close(fds[0]); close(fds[1]) }
-        let readEnd = fds[0], writeEnd = fds[1]
-        let cpuSeen = Locked<[Double]>([])
-        let readCPU = Signal()
-        let watch = try runtime.watch(readEnd, for: .readable) { _ in
-            var byte: UInt8 = 0
-            _ = read(readEnd, &byte, 1)
-            var ts = timespec()
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-            cpuSeen.withLock { $0.append(Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9) }
-            readCPU.fire()
+        let ticks = 30
+        let measuring = Atomic<Bool>(false)
+        let samples = Locked<[(cpu: Double, wall: Double)]>([])
+        let ticking = Signal()
+        let windowEnd = Signal()
+        // Scheduled before the claim: from this thread, scheduling goes through the mailbox.
+        let timer = try runtime.schedule(after: .zero, repeating: .milliseconds(10)) {
+            guard measuring.load(ordering: .acquiring) else { return ticking.fire() }
+            let taken = samples.withLock { taken -> Int in
+                taken.append((currentThreadCPUSeconds(), monotonicSeconds()))
+                return taken.count
+            }
+            if taken == ticks + 1 { windowEnd.fire() }
         }
-        defer { watch.cancel() }
-        func loopCPU() -> Double? {
-            var byte: UInt8 = 1
-            guard write(writeEnd, &byte, 1) == 1, readCPU.wait() else { return nil }
-            return cpuSeen.snapshot.last
-        }
+        defer { timer.cancel() }
+        XCTAssertTrue(ticking.wait(), "the timer ticks")
 
         let mailbox = runtime.cores[0].mailbox
         let claimed = mailbox.tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
         let ran = Counter()
         let bothRan = Signal()
         try runtime.execute { if ran.increment() == 2 { bothRan.fire() } }  // wakes the loop; stuck behind the claim
-        guard let before = loopCPU() else { return XCTFail("the watch never fired") }
-        usleep(300_000)  // the window the loop's CPU time is measured over
-        guard let after = loopCPU() else { return XCTFail("the watch never fired") }
+        measuring.store(true, ordering: .releasing)
+        let windowEnded = windowEnd.wait()
+        timer.cancel()
+        let window = samples.snapshot
         XCTAssertEqual(ran.current, 0, "nothing runs past an unfilled slot")
-        XCTAssertLessThan(after - before, 0.1, "the loop spent \(after - before) s of CPU in 0.3 s waiting for one slot")
 
         let offset = Mailbox.offset(in: claimed)
         let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask)!
         Mailbox.fill(Mailbox.slot(offset, of: segment), with: Job(color: 0, body: { if ran.increment() == 2 { bothRan.fire() } }))
         XCTAssertTrue(bothRan.wait(), "the filled slot and the job behind it ran")
+
+        guard windowEnded, window.count > ticks else { return XCTFail("the timer stopped ticking while the loop waited") }
+        let cpu = window[ticks].cpu - window[0].cpu, wall = window[ticks].wall - window[0].wall
+        XCTAssertLessThan(cpu, wall / 3, "the loop spent \(cpu) s of CPU in \(wall) s waiting for one slot")
     }
 
     func testThePollDelayGrowsToAMillisecond() {

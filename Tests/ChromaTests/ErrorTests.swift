@@ -37,7 +37,7 @@ final class ErrorTests: XCTestCase {
         let watch = try runtime.watch(fds[0], for: .readable) { _ in fired.fulfill() }
         var byte: UInt8 = 1
         XCTAssertEqual(write(fds[1], &byte, 1), 1)
-        wait(for: [fired], timeout: 5)
+        wait(for: [fired], timeout: hangTimeout)
         watch.cancel()
     }
 
@@ -110,7 +110,7 @@ final class ErrorTests: XCTestCase {
             do { try runtime.shutdown() } catch { sawError.withLock { $0 = error as? ChromaError } }
             done.fulfill()
         }
-        wait(for: [done], timeout: 5)
+        wait(for: [done], timeout: hangTimeout)
         guard case .invalidState(let op, _)? = sawError.snapshot else { return XCTFail("shutdown on a loop must throw") }
         XCTAssertEqual(op, "Runtime.shutdown")
         try runtime.shutdown()

@@ -3,80 +3,6 @@ import ChromaHTTP
 import Foundation
 import XCTest
 
-/// One parsed HTTP response.
-struct TestResponse {
-    var status: Int
-    var headers: [String: String]
-    var body: [UInt8]
-    var text: String { String(decoding: body, as: UTF8.self) }
-}
-
-/// A blocking HTTP/1.1 client for tests: raw requests out, responses parsed in order (so
-/// pipelining can be checked), every read bounded by the socket's receive timeout.
-final class HTTPTestClient: @unchecked Sendable {
-    // Safe to send: used by one thread at a time.
-    let socket: TestClient
-    private var buffer: [UInt8] = []
-
-    init(port: UInt16) throws {
-        socket = try TestClient(port: port)
-    }
-
-    /// Over a socket connected elsewhere.
-    init(socket: TestClient) {
-        self.socket = socket
-    }
-
-    func send(_ raw: String) { socket.send(raw) }
-
-    func get(_ path: String, headers: String = "") -> TestResponse? {
-        send("GET \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n")
-        return response()
-    }
-
-    /// More bytes into `buffer`; false when the peer closed or the read timed out.
-    private func fill() -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let n = recv(socket.fd, &chunk, chunk.count, 0)
-        if n <= 0 { return false }
-        buffer += chunk[..<n]
-        return true
-    }
-
-    /// The next response, or nil if the connection closed (or went silent) first.
-    func response(head: Bool = false) -> TestResponse? {
-        var end: Int?
-        while true {
-            if let range = buffer.firstRange(of: Array("\r\n\r\n".utf8)) { end = range.upperBound; break }
-            if !fill() { return nil }
-        }
-        let headText = String(decoding: buffer[..<end!], as: UTF8.self)
-        var lines = headText.components(separatedBy: "\r\n")
-        let statusLine = lines.removeFirst().split(separator: " ")
-        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { return nil }
-        var headers: [String: String] = [:]
-        for line in lines where !line.isEmpty {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            if parts.count == 2 { headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces) }
-        }
-        let length = head ? 0 : Int(headers["content-length"] ?? "0") ?? 0
-        while buffer.count < end! + length {
-            if !fill() { return nil }
-        }
-        let body = Array(buffer[end!..<(end! + length)])
-        buffer.removeFirst(end! + length)
-        return TestResponse(status: status, headers: headers, body: body)
-    }
-
-    /// True once the server closed the connection (within the receive timeout).
-    func waitForClose() -> Bool {
-        while fill() {}
-        return errno != EAGAIN && errno != EWOULDBLOCK
-    }
-
-    func close() { socket.close() }
-}
-
 /// ChromaHTTP: routes and colors, keep-alive and pipelining, limits (400, 408, 413),
 /// static files and their cache, path traversal, shutdown with requests in flight.
 final class HTTPTests: XCTestCase {
@@ -231,25 +157,26 @@ final class HTTPTests: XCTestCase {
     }
 
     /// A head that grows past the limit a line at a time, never ending: 413 as soon as it
-    /// passes the limit, not at the deadline.
+    /// passes the limit, not at the deadline (set far beyond the client's receive timeout,
+    /// so an answer that waited for it never arrives).
     func testStreamedOversizedHeadGets413() throws {
         let runtime = try startedRuntime()
-        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2048, requestTimeout: .seconds(30)))
+        let server = try serve(runtime, limits: HTTPLimits(maxHeaderBytes: 2048, requestTimeout: .seconds(10 * hangTimeout)))
         let client = try HTTPTestClient(port: server.port)
         defer { client.close() }
         client.send("GET /hello HTTP/1.1\r\nHost: t\r\n")
-        let started = monotonicSeconds()
         // The head never ends, so however TCP groups these lines the 413 must come from
         // the size check while the head is incomplete (the one-piece case is tested above).
         for i in 0..<31 { client.send("X-Line-\(i): \(String(repeating: "b", count: 100))\r\n") }
         let answer = client.response()
         XCTAssertEqual(answer?.status, 413)
-        XCTAssertLessThan(monotonicSeconds() - started, 10, "answered at the limit, not at the 30 s deadline")
+        XCTAssertEqual(server.stats.requestTimeouts, 0, "answered at the limit, not at the deadline")
         XCTAssertTrue(client.waitForClose())
     }
 
     /// Slowloris: a client trickling its head a byte at a time gets 408 at the request
-    /// deadline, while other clients are served promptly all along.
+    /// deadline, while other clients are served all along (each answer within the client's
+    /// receive timeout: a loop the trickle held would answer no one).
     func testSlowHeaderClientGets408AndOthersAreServed() throws {
         let runtime = try startedRuntime(loops: 1)
         let server = try serve(runtime, limits: HTTPLimits(requestTimeout: .milliseconds(400)))
@@ -268,9 +195,7 @@ final class HTTPTests: XCTestCase {
         let other = try HTTPTestClient(port: server.port)
         defer { other.close() }
         for _ in 0..<10 {
-            let start = monotonicSeconds()
-            XCTAssertEqual(other.get("/hello")?.status, 200)
-            XCTAssertLessThan(monotonicSeconds() - start, 0.3, "other clients are served promptly")
+            XCTAssertEqual(other.get("/hello")?.status, 200, "other clients are served")
         }
         let answer = slow.response()
         XCTAssertEqual(answer?.status, 408, "the trickling client gets 408")
@@ -533,7 +458,7 @@ final class HTTPTests: XCTestCase {
         for client in clients { client.send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n") }
         XCTAssertTrue(arrived.wait(count: 4))
         let (finished, _) = shutdownInBackground(runtime)
-        XCTAssertTrue(finished.wait(seconds: 20), "shutdown completed")
+        XCTAssertTrue(finished.wait(), "shutdown completed")
         for client in clients { XCTAssertNil(client.response(), "closed without an answer") }
         for request in held.snapshot { XCTAssertFalse(request.respond(.ok, text: "too late")) }
         held.withLock { $0.removeAll() }
@@ -586,7 +511,7 @@ final class HTTPTests: XCTestCase {
         let done = Signal()
         let forced = Counter()
         let finished = Counter()
-        server.drain(timeout: .seconds(20)) { count in
+        server.drain(timeout: .seconds(2 * hangTimeout)) { count in
             forced.increment(by: count)
             finished.increment()
             done.fire()
@@ -702,31 +627,5 @@ final class HTTPTests: XCTestCase {
         XCTAssertThrowsError(try runtime.serveHTTP(port: 0, routes: HTTPRoutes())) { error in
             XCTAssertEqual(error as? ChromaError, .shutDown(operation: "serveHTTP"))
         }
-    }
-}
-
-/// The engine's connection table against a Dictionary, through random churn.
-final class PointerTableTests: XCTestCase {
-    func testMatchesADictionaryThroughChurn() {
-        var table = PointerTable<Int>()
-        var reference: [UInt: Int] = [:]
-        var generator = SystemRandomNumberGenerator()
-        // Addresses like malloc's: 16-byte aligned, clustered, reused.
-        let keys = (1...3000).map { UInt(0x7f00_0000_0000) + UInt($0) * 16 }
-        for step in 0..<200_000 {
-            let key = keys[Int(generator.next() % UInt64(step < 100_000 ? 3000 : 300))]
-            let pointer = UnsafeMutableRawPointer(bitPattern: key)!
-            if generator.next() % 3 == 0 {
-                XCTAssertEqual(table.remove(pointer), reference.removeValue(forKey: key))
-            } else {
-                table.insert(step, for: pointer)
-                reference[key] = step
-            }
-            if step % 997 == 0 {
-                XCTAssertEqual(table.count, reference.count)
-                for (k, v) in reference { XCTAssertEqual(table[UnsafeMutableRawPointer(bitPattern: k)!], v) }
-            }
-        }
-        XCTAssertEqual(table.all.sorted(), reference.values.sorted())
     }
 }

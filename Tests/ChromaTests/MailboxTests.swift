@@ -198,7 +198,7 @@ final class MailboxTests: XCTestCase {
                     }
                 }
             }
-            XCTAssertTrue(closed.wait(seconds: 30), "the consumer closed the mailbox")
+            XCTAssertTrue(closed.wait(), "the consumer closed the mailbox")
             XCTAssertEqual(mailbox.run(limit: 10), 0, "nothing accepted is left after the close")
             mailbox.destroy()
             XCTAssertEqual(accepted.current + refused.current, producers * each)
@@ -252,7 +252,7 @@ final class MailboxTests: XCTestCase {
                 if mailbox.sleepIfEmpty() {
                     sleeps.increment()
                     asleep.store(true, ordering: .releasing)
-                    if wake.wait(timeout: .now() + 20) == .timedOut {  // a lost wakeup
+                    if wake.wait(timeout: .now() + hangTimeout) == .timedOut {  // a lost wakeup
                         gaveUp.store(true, ordering: .releasing)
                         break
                     }
@@ -281,14 +281,14 @@ final class MailboxTests: XCTestCase {
                 // to be consumed and the consumer to sleep. (After the last round it stops.)
                 if round == rounds - 1 { break }
                 let target = (round + 1) * perRound * producers
-                let deadline = monotonicSeconds() + 20
+                let deadline = monotonicSeconds() + hangTimeout
                 while consumed.load(ordering: .acquiring) < target || !asleep.load(ordering: .acquiring) {
                     if gaveUp.load(ordering: .acquiring) || monotonicSeconds() > deadline { return }
                     sched_yield()
                 }
             }
         }
-        XCTAssertTrue(finished.wait(seconds: 60), "the consumer finished")
+        XCTAssertTrue(finished.wait(seconds: 3 * hangTimeout), "the consumer finished")
         XCTAssertFalse(gaveUp.load(ordering: .acquiring), "the consumer slept through a post: a lost wakeup")
         XCTAssertEqual(consumed.load(ordering: .acquiring), total, "every job ran")
         XCTAssertEqual(outOfOrder.current, 0, "jobs of one producer ran in the order posted")

@@ -19,10 +19,11 @@ final class ParallelismTests: XCTestCase {
                 let begin = monotonicSeconds()
                 started.increment()
                 // Fixed work, and then keep working until the other callback has started
-                // too (or 10 s pass): only possible if the two run at the same time.
+                // too (or the hang deadline passes): only possible if the two run at the same
+                // time.
                 var x: UInt64 = 0
                 for i in 0..<2_000_000 { x &+= UInt64(i) &* 31 }
-                let deadline = begin + 10
+                let deadline = begin + hangTimeout
                 while started.current < 2 && monotonicSeconds() < deadline { x &+= 1 }
                 if started.current == 2 { sawOther.increment() }
                 let end = monotonicSeconds()
@@ -31,7 +32,7 @@ final class ParallelismTests: XCTestCase {
                 done.fulfill()
             }
         }
-        wait(for: [done], timeout: 30)
+        wait(for: [done], timeout: 2 * hangTimeout)
         XCTAssertEqual(sawOther.current, 2, "each callback saw the other one running")
         let spans = intervals.snapshot
         XCTAssertEqual(spans.count, 2)
@@ -63,34 +64,6 @@ final class ParallelismTests: XCTestCase {
             XCTAssertTrue(Runtime.current === runtime)
             done.fulfill()
         }
-        wait(for: [done], timeout: 5)
-    }
-}
-
-final class PinningTests: XCTestCase {
-    /// The CPUs this thread may run on, from the kernel's own view of it.
-    private static func allowedCPUs() -> String? {
-        guard let status = try? String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8) else { return nil }
-        return status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }
-            .map { $0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces) }
-    }
-
-    func testPinnedLoopsRunOnTheirOwnCPU() throws {
-        let cpus = Runtime.onlineCPUCount
-        let runtime = try Runtime(loops: 2, pinToCPUs: true)
-        try runtime.start()
-        defer { _ = try? runtime.shutdown() }
-        let seen = Locked<[Int: String]>([:])
-        let done = expectation(description: "both loops reported")
-        done.expectedFulfillmentCount = 2
-        for loop in 0..<2 {
-            try runtime.execute(on: Color(UInt64(loop))) {
-                seen.withLock { $0[loop] = PinningTests.allowedCPUs() ?? "?" }
-                done.fulfill()
-            }
-        }
-        wait(for: [done], timeout: 5)
-        XCTAssertEqual(seen.snapshot[0], "0")
-        XCTAssertEqual(seen.snapshot[1], "\(1 % cpus)")
+        wait(for: [done], timeout: hangTimeout)
     }
 }

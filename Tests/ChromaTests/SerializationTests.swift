@@ -117,7 +117,7 @@ final class SerializationTests: XCTestCase {
                 if box.seen.count == 1000 { box.done.fulfill() }
             }
         }
-        wait(for: [box.done], timeout: 10)
+        wait(for: [box.done], timeout: hangTimeout)
         XCTAssertEqual(box.seen, Array(repeating: 5, count: count))
     }
 
@@ -144,7 +144,7 @@ final class SerializationTests: XCTestCase {
                 done.fulfill()
             }
         }
-        wait(for: [done], timeout: 10)
+        wait(for: [done], timeout: hangTimeout)
         try runtime.shutdown()
         XCTAssertEqual(sum.current, 2 * (0..<100).reduce(0, +), "every capture was alive when its closure ran")
         XCTAssertTrue(weakRefs.allSatisfy { $0() == nil }, "every capture was released once its closures ran")

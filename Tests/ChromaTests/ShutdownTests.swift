@@ -13,7 +13,7 @@ final class ShutdownTests: XCTestCase {
             try runtime.execute(on: Color(UInt64(i % 10))) { ran.increment() }
         }
         let timerFired = Counter()
-        let timer = try runtime.schedule(after: .seconds(30), on: Color(1)) { timerFired.increment() }
+        let timer = try runtime.schedule(after: .seconds(10 * hangTimeout), on: Color(1)) { timerFired.increment() }
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(pipe(&fds), 0)
         defer { close(fds[0]); close(fds[1]) }
@@ -51,7 +51,7 @@ final class ShutdownTests: XCTestCase {
         queued.increment()
         let started = expectation(description: "chain running")
         try runtime.execute(on: Color(3)) { started.fulfill() }
-        wait(for: [started], timeout: 5)
+        wait(for: [started], timeout: hangTimeout)
         try runtime.shutdown()
         XCTAssertEqual(refused.current, 1)
         XCTAssertEqual(ran.current, queued.current)
@@ -86,7 +86,7 @@ final class ShutdownTests: XCTestCase {
                 group.leave()
             }
         }
-        wait(for: [go], timeout: 5)
+        wait(for: [go], timeout: hangTimeout)
         try runtime.shutdown()
         group.wait()
         XCTAssertEqual(rejected.current, 4, "each producer was told once, then stopped")

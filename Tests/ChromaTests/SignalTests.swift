@@ -12,7 +12,7 @@ final class SignalTests: XCTestCase {
             got.fulfill()
         }
         XCTAssertEqual(kill(getpid(), SIGUSR1), 0)
-        wait(for: [got], timeout: 5)
+        wait(for: [got], timeout: hangTimeout)
         XCTAssertTrue(watch.cancel())
     }
 }

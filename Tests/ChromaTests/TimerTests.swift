@@ -20,7 +20,7 @@ final class TimerTests: XCTestCase {
                 done.fulfill()
             }
         }
-        wait(for: [done], timeout: 10)
+        wait(for: [done], timeout: hangTimeout)
         XCTAssertEqual(fired.snapshot, [10, 10, 20, 30])
         XCTAssertEqual(early.snapshot, [])
     }
@@ -38,7 +38,7 @@ final class TimerTests: XCTestCase {
                 }
             }
         }
-        wait(for: [done], timeout: 10)
+        wait(for: [done], timeout: hangTimeout)
         XCTAssertEqual(fired.snapshot, Array(0..<50))
     }
 
@@ -54,7 +54,7 @@ final class TimerTests: XCTestCase {
         // A later timer on the same color: when it fires, the cancelled one's deadline is long past.
         let sentinel = expectation(description: "sentinel fired")
         try runtime.schedule(after: .milliseconds(150), on: Color(1)) { sentinel.fulfill() }
-        wait(for: [sentinel], timeout: 10)
+        wait(for: [sentinel], timeout: hangTimeout)
         XCTAssertEqual(cancelledFired.current, 0)
         XCTAssertFalse(timer.hasFired)
     }
@@ -74,10 +74,10 @@ final class TimerTests: XCTestCase {
             }
         }
         timerBox.withLock { $0 = timer }
-        wait(for: [third], timeout: 10)
+        wait(for: [third], timeout: hangTimeout)
         let sentinel = expectation(description: "sentinel")
         try runtime.schedule(after: .milliseconds(50), on: Color(2)) { sentinel.fulfill() }
-        wait(for: [sentinel], timeout: 10)
+        wait(for: [sentinel], timeout: hangTimeout)
         XCTAssertEqual(ticks.current, 3, "no tick after cancel")
         let seen = times.snapshot
         for (i, t) in seen.enumerated() {
@@ -92,7 +92,7 @@ final class TimerTests: XCTestCase {
         for timer in timers { XCTAssertTrue(timer.cancel()) }
         let done = expectation(description: "one more timer")
         try runtime.schedule(after: .milliseconds(1)) { done.fulfill() }
-        wait(for: [done], timeout: 5)
+        wait(for: [done], timeout: hangTimeout)
         let report = try runtime.shutdown()
         XCTAssertEqual(report.cancelledTimers, 0, "cancelled timers are not counted again at shutdown")
         XCTAssertEqual(fired.current, 0)
