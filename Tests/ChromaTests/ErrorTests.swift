@@ -51,7 +51,7 @@ final class ErrorTests: XCTestCase {
             try runtime.watch(fds[0], for: [.readable, .writable], on: Color(1)) { _ in }
             XCTFail("watching readable twice must fail")
         } catch {
-            guard case .alreadyWatched(let op, let fd, _)? = error as? ChromaError else { return XCTFail("\(error)") }
+            guard case .alreadyWatched(let op, let fd, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(op, "watch")
             XCTAssertEqual(fd, fds[0])
         }
@@ -59,7 +59,7 @@ final class ErrorTests: XCTestCase {
             try runtime.watch(fds[0], for: .writable, on: Color(2)) { _ in }
             XCTFail("watching one fd from two colors must fail")
         } catch {
-            guard case .alreadyWatched? = error as? ChromaError else { return XCTFail("\(error)") }
+            guard case .alreadyWatched = error else { return XCTFail("\(error)") }
         }
         first.cancel()
         let again = try runtime.watch(fds[0], for: .readable, on: Color(2)) { _ in }
@@ -81,14 +81,14 @@ final class ErrorTests: XCTestCase {
             try runtime.schedule(after: .milliseconds(-5)) {}
             XCTFail("negative delay")
         } catch {
-            guard case .invalidArgument(let op, _)? = error as? ChromaError else { return XCTFail("\(error)") }
+            guard case .invalidArgument(let op, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(op, "schedule")
         }
         do {
             try runtime.schedule(after: .zero, repeating: .zero) {}
             XCTFail("zero interval")
         } catch {
-            guard case .invalidArgument? = error as? ChromaError else { return XCTFail("\(error)") }
+            guard case .invalidArgument = error else { return XCTFail("\(error)") }
         }
         assertThrows(.invalidArgument(operation: "Runtime.init", detail: "loops must be in 1...4096, got 0")) {
             try Runtime(loops: 0)
