@@ -1,4 +1,4 @@
-import Chroma
+@testable import Chroma
 import Foundation
 import XCTest
 
@@ -11,7 +11,9 @@ final class NetRegressionTests: XCTestCase {
         let done = Signal()
         let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
             runtime.spawn(on: connection.color) {
-                try await runtime.sleep(for: .milliseconds(200))  // the reader starts late
+                // The reader starts late: only once the connection (on this color) has read
+                // both lines and the FIN.
+                while !connection.inputEnded { try await runtime.sleep(for: .milliseconds(2)) }
                 for await line in connection.lines() { got.withLock { $0.append(String(decoding: line, as: UTF8.self)) } }
                 connection.close()
                 return 0

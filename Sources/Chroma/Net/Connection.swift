@@ -76,7 +76,7 @@ public final class Connection: @unchecked Sendable {
     /// The peer closed its side: buffered input is still delivered; then callback readers
     /// close the connection, async readers end their sequence (the connection stays open
     /// for writing until `close()`).
-    private var inputEnded = false
+    private(set) var inputEnded = false
     /// Reading is paused because unread input reached `readLimit`.
     private var readPaused = false
     /// `onWritable` is due: the output went above the high watermark since it last ran.
