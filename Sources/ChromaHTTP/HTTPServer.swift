@@ -1,4 +1,4 @@
-@_spi(HTTPEngine) import Chroma
+import Chroma
 
 /// What an HTTP server enforces on each connection. Requests over a size limit get 413,
 /// malformed ones 400 (libevent's parser decides), slow ones 408; each then closes its

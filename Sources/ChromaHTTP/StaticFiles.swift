@@ -1,4 +1,4 @@
-@_spi(HTTPEngine) import Chroma
+import Chroma
 import Glibc
 
 /// A directory served over HTTP (see `HTTPRoutes.files(at:_:)`).

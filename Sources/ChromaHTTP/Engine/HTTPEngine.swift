@@ -1,12 +1,13 @@
 import CChroma
 import CLibevent
+@_spi(Engine) import Chroma
 import Glibc
 import Synchronization
 
 // The only file that touches evhttp handles (servers, connections, requests). Their
-// `OpaquePointer`s stay private to it; the base comes from `Loop.withRawBase`.
+// `OpaquePointer`s stay private to it; the base comes from `EngineLoop.withRawBase`.
 //
-// This is the engine under `ChromaHTTP`, reached through `@_spi(HTTPEngine)`: one evhttp
+// This is the engine under `HTTPServer` and `HTTPRoutes`: one evhttp
 // per loop, each with its own SO_REUSEPORT listening socket, so a connection is accepted,
 // parsed, handled and answered on one loop thread with no hand-over. libevent's parser does
 // the HTTP; this file adds what evhttp lacks: a color per connection, a whole-request
@@ -15,18 +16,18 @@ import Synchronization
 // leaves a pointer to a freed request behind.
 
 /// What an HTTP engine enforces on every connection.
-@_spi(HTTPEngine) public struct HTTPEngineLimits: Sendable {
+struct HTTPEngineLimits: Sendable {
     /// Largest request head (request line plus headers); larger gets 413.
-    public var maxHeaderBytes: Int
+    var maxHeaderBytes: Int
     /// Largest request body; larger gets 413.
-    public var maxBodyBytes: Int
+    var maxBodyBytes: Int
     /// Time from a request's first byte to its last; slower gets 408 and a close.
-    public var requestTimeout: Duration
+    var requestTimeout: Duration
     /// A connection with no request in progress and nothing to write is closed after this.
-    public var idleTimeout: Duration
+    var idleTimeout: Duration
 
     /// The limits, as `ChromaHTTP.HTTPLimits` gives them.
-    public init(maxHeaderBytes: Int, maxBodyBytes: Int, requestTimeout: Duration, idleTimeout: Duration) {
+    init(maxHeaderBytes: Int, maxBodyBytes: Int, requestTimeout: Duration, idleTimeout: Duration) {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
         self.requestTimeout = requestTimeout
@@ -35,15 +36,15 @@ import Synchronization
 }
 
 /// Counters of an HTTP engine, summed over its loops.
-@_spi(HTTPEngine) public struct HTTPEngineStats: Sendable {
+struct HTTPEngineStats: Sendable {
     /// Requests handed to the handler.
-    public var requests: Int
+    var requests: Int
     /// Requests answered 408 by the request deadline.
-    public var requestTimeouts: Int
+    var requestTimeouts: Int
     /// Connections accepted.
-    public var connections: Int
+    var connections: Int
     /// Accept calls that failed (out of descriptors and the like).
-    public var acceptFailures: Int
+    var acceptFailures: Int
 }
 
 /// One loop's counters (relaxed atomics, statistics only). One object per loop, so counting
@@ -57,9 +58,9 @@ final class HTTPEngineCounters: Sendable {
 
 /// A running HTTP engine: one evhttp per loop on one port. Any thread may read `port`,
 /// `stats` and call `close()`.
-@_spi(HTTPEngine) public final class HTTPEngine: Sendable {
+final class HTTPEngine: Sendable {
     /// The port every loop's socket is bound to (the real one when 0 was asked for).
-    public let port: UInt16
+    let port: UInt16
     private let runtime: Runtime
     private let perLoop: [HTTPLoopServer]
 
@@ -70,7 +71,7 @@ final class HTTPEngineCounters: Sendable {
     }
 
     /// The counters so far, summed over the loops.
-    public var stats: HTTPEngineStats {
+    var stats: HTTPEngineStats {
         var total = HTTPEngineStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
         for server in perLoop {
             let counters = server.counters
@@ -84,7 +85,7 @@ final class HTTPEngineCounters: Sendable {
 
     /// Stops accepting and closes every connection, each loop on its own thread; requests
     /// still being handled get no answer (their `respond` returns false). Idempotent.
-    public func close() {
+    func close() {
         for server in perLoop {
             try? runtime.execute(on: server.loopColor) { server.close() }
         }
@@ -95,7 +96,7 @@ final class HTTPEngineCounters: Sendable {
     /// runs on `color` with the number of connections the timeout closed. Any thread.
     /// When the runtime has shut down, `done` runs on the thread that saw the last loop
     /// finish (the shutdown closes every server, which ends the drain).
-    public func drain(timeout: Duration, on color: Color, _ done: @escaping @Sendable (Int) -> Void) {
+    func drain(timeout: Duration, on color: Color, _ done: @escaping @Sendable (Int) -> Void) {
         let drain = HTTPDrain(runtime: runtime, loops: perLoop.count, color: color, done: done)
         drain.timer = try? runtime.schedule(after: timeout, on: color) { [perLoop, runtime] in
             for server in perLoop {
@@ -165,7 +166,7 @@ final class HTTPDrain: Sendable {
 ///
 /// An exchange dropped without an answer answers 500 itself, so a handler bug never leaves
 /// a client waiting.
-@_spi(HTTPEngine) public final class HTTPExchange: @unchecked Sendable {
+final class HTTPExchange: @unchecked Sendable {
     // Safe to send: `connection` is read and written only on `server`'s loop thread (off
     // it, `respond` only queues a job to the connection's color, owned by that loop);
     // `answered` likewise, and `deinit` reads it only after every job holding the exchange
@@ -177,7 +178,7 @@ final class HTTPDrain: Sendable {
     private let serial: UInt64
     @exclusivity(unchecked) private var answered = false
     /// The connection's color: handlers run on it, answers are sent from it.
-    public let color: Color
+    let color: Color
 
     fileprivate init(server: HTTPLoopServer, connection: HTTPConnectionState) {
         self.server = server
@@ -192,7 +193,7 @@ final class HTTPDrain: Sendable {
     }
 
     /// The method's name ("GET", …).
-    public var method: String {
+    var method: String {
         guard let raw = request() else { return "" }
         switch evhttp_request_get_command(raw) {
         case EVHTTP_REQ_GET: return "GET"
@@ -209,27 +210,27 @@ final class HTTPDrain: Sendable {
     }
 
     /// The target's path, still percent-encoded ("/a%20b"); "/" for an empty one.
-    public var path: String {
+    var path: String {
         guard let raw = request(), let parsed = evhttp_request_get_evhttp_uri(raw),
               let path = evhttp_uri_get_path(parsed), path.pointee != 0 else { return "/" }
         return String(cString: path)
     }
 
     /// The target's query, percent-encoded, or nil.
-    public var query: String? {
+    var query: String? {
         guard let raw = request(), let parsed = evhttp_request_get_evhttp_uri(raw),
               let query = evhttp_uri_get_query(parsed) else { return nil }
         return String(cString: query)
     }
 
     /// The first value of header `name` (any case), or nil.
-    public func header(_ name: String) -> String? {
+    func header(_ name: String) -> String? {
         guard let raw = request(), let value = evhttp_find_header(evhttp_request_get_input_headers(raw), name) else { return nil }
         return String(cString: value)
     }
 
     /// Every header, in order.
-    public var headers: [(name: String, value: String)] {
+    var headers: [(name: String, value: String)] {
         guard let raw = request() else { return [] }
         var all: [(name: String, value: String)] = []
         var entry = chroma_evkeyval_first(evhttp_request_get_input_headers(raw))
@@ -241,7 +242,7 @@ final class HTTPDrain: Sendable {
     }
 
     /// The body (read whole before the handler runs, within the body limit).
-    public var body: [UInt8] {
+    var body: [UInt8] {
         guard let raw = request(), let input = evhttp_request_get_input_buffer(raw) else { return [] }
         let length = evbuffer_get_length(input)
         guard length > 0 else { return [] }
@@ -251,7 +252,7 @@ final class HTTPDrain: Sendable {
     }
 
     /// "host:port" of the client.
-    public var peer: String {
+    var peer: String {
         guard let raw = request(), let evcon = evhttp_request_get_connection(raw) else { return "?" }
         var address: UnsafeMutablePointer<CChar>?
         var port: UInt16 = 0
@@ -264,7 +265,7 @@ final class HTTPDrain: Sendable {
     /// already answered or its connection is gone (known at once only on the loop thread;
     /// from elsewhere, true means queued).
     @discardableResult
-    public func respond(status: Int, headers: [(name: String, value: String)], body: [UInt8]) -> Bool {
+    func respond(status: Int, headers: [(name: String, value: String)], body: [UInt8]) -> Bool {
         if server.loop.isCurrent {
             return body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
         }
@@ -282,7 +283,7 @@ final class HTTPDrain: Sendable {
     /// where libevent can (`evbuffer_add_file`). Takes `fd` over: it is closed once sent,
     /// or at once when the exchange can no longer be answered. Loop thread only.
     @discardableResult
-    public func respondFile(status: Int, headers: [(name: String, value: String)], fd: Int32, offset: Int, length: Int) -> Bool {
+    func respondFile(status: Int, headers: [(name: String, value: String)], fd: Int32, offset: Int, length: Int) -> Bool {
         guard let raw = request() else {
             Glibc.close(fd)
             return false
@@ -658,12 +659,12 @@ final class HTTPConnectionState: @unchecked Sendable {
 /// One loop's evhttp and its connections. Created on any thread (like a listener: its
 /// socket is enabled last, which publishes it to the loop); afterwards used only on the
 /// loop's thread.
-final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
+final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     // Safe to send: set up completely before the listening socket is enabled (the base's
     // lock orders that before the loop's first accept); afterwards every mutable field is
     // touched only on `loop`'s thread (callbacks, jobs and timers of `loopColor`).
     let runtime: Runtime
-    let loop: Loop
+    let loop: EngineLoop
     let loopColor: Color
     let limits: HTTPEngineLimits
     /// The Date header's text, remade once a second.
@@ -688,17 +689,18 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     var registered = false
     private(set) var port: UInt16 = 0
 
-    init(runtime: Runtime, loop: Loop, limits: HTTPEngineLimits,
+    init(runtime: Runtime, loop: EngineLoop, limits: HTTPEngineLimits,
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
         self.runtime = runtime
         self.loop = loop
         self.loopColor = Color(UInt64(loop.index))
         self.limits = limits
         self.handler = handler
+        super.init()
     }
 
     /// Creates the evhttp and its socket (disabled). Any thread while the loop is open.
-    func bind(address: SocketAddress, backlog: Int32) throws(ChromaError) {
+    func bind(address: ListenAddress, backlog: Int32) throws(ChromaError) {
         let context = Unmanaged.passUnretained(self).toOpaque()
         try loop.withRawBase { base throws(ChromaError) in
             guard let http = evhttp_new(base) else {
@@ -736,7 +738,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             // its declared end before answering 413, so a client that waits for the answer
             // first waits for the timeout. Instead every close drains what already arrived
             // (`drainForClose`), so an answer is not lost to a reset.
-            port = localPort(of: evconnlistener_get_fd(lev))
+            port = ListenAddress.boundPort(of: evconnlistener_get_fd(lev))
         }
     }
 
@@ -754,7 +756,7 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
 
     /// Orders `enable` (the caller's thread) against `close` (the loop's thread, or the
     /// caller's for a server never registered): the only two that can meet.
-    private let lifecycle = Lock()
+    private let lifecycle = EngineLock()
 
     // MARK: Requests (loop thread)
 
@@ -915,8 +917,8 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
     private func sweep() {
         guard !closed else { return }
         let now = coarseMonotonicNanoseconds()
-        let requestLimit = limits.requestTimeout.chromaNanoseconds ?? UInt64.max
-        let idleLimit = limits.idleTimeout.chromaNanoseconds ?? UInt64.max
+        let requestLimit = limits.requestTimeout.nanosecondsOrMax
+        let idleLimit = limits.idleTimeout.nanosecondsOrMax
         var late: [HTTPConnectionState] = []
         var idle: [HTTPConnectionState] = []
         for connection in connections.all {
@@ -1078,11 +1080,11 @@ final class HTTPLoopServer: SocketOwner, @unchecked Sendable {
             newcomers.removeAll()
             boundSocket = nil
         }
-        loop.sockets.unregister(self)
+        loop.unregister(self)
         reportIfDrained()
     }
 
-    func closeForShutdown() { close() }
+    override func closeForShutdown() { close() }
 }
 
 /// The `Date` header for one loop's answers, formatted once a second. evhttp formats it
@@ -1110,7 +1112,7 @@ final class HTTPDate {
 /// Loop servers by their evhttp's address.
 final class HTTPServerRegistry: @unchecked Sendable {
     // Safe to share: `servers` is only touched with `lock` held.
-    private let lock = Lock()
+    private let lock = EngineLock()
     private var servers: [UInt: HTTPLoopServer] = [:]
 
     fileprivate func insert(_ server: HTTPLoopServer, for http: OpaquePointer) {
@@ -1128,16 +1130,22 @@ final class HTTPServerRegistry: @unchecked Sendable {
 
 /// CLOCK_MONOTONIC_COARSE: a few milliseconds of resolution, plenty for request
 /// deadlines, at a fraction of the precise clock's cost (it is read twice per request).
-/// (Also ChromaHTTP's clock for its file cache, through the SPI.)
-@_spi(HTTPEngine) public func coarseMonotonicNanoseconds() -> UInt64 {
+/// (Also the file cache's clock.)
+func coarseMonotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 
-private func timevalOf(_ duration: Duration) -> timeval {
-    let (seconds, attoseconds) = duration.components
-    return timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+extension Duration {
+    /// Whole nanoseconds; `UInt64.max` for a negative duration or one beyond it.
+    var nanosecondsOrMax: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0, attoseconds >= 0 else { return .max }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let (total, overflow2) = whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        return overflow || overflow2 ? .max : total
+    }
 }
 
 // MARK: C entry points (loop thread)
@@ -1180,11 +1188,10 @@ extension Runtime {
     /// each with its own SO_REUSEPORT socket. `handler` runs on the loop that accepted the
     /// connection, as the connection's color (a fresh color of that loop per connection).
     /// Throws `ChromaError` naming the failed call, or `.shutDown`/`.invalidState`.
-    @_spi(HTTPEngine)
-    public func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPEngineLimits,
+    func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPEngineLimits,
                                 handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
-        try checkRunning("serveHTTP")
-        guard var address = SocketAddress(host: host, port: port) else {
+        try requireRunning("serveHTTP")
+        guard var address = ListenAddress(host: host, port: port) else {
             throw .invalidArgument(operation: "serveHTTP", detail: "\(host) is not an IPv4 or IPv6 address")
         }
         guard limits.maxHeaderBytes > 0, limits.maxBodyBytes >= 0,
@@ -1194,13 +1201,13 @@ extension Runtime {
         var servers: [HTTPLoopServer] = []
         var boundPort = port
         do throws(ChromaError) {
-            for loop in loops {
+            for loop in engineLoops {
                 address.port = boundPort
                 let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, handler: handler)
                 servers.append(server)
                 try server.bind(address: address, backlog: backlog)
                 boundPort = server.port
-                guard loop.sockets.register(server) else { throw .shutDown(operation: "serveHTTP") }
+                guard loop.register(server) else { throw .shutDown(operation: "serveHTTP") }
                 server.registered = true
             }
             for server in servers { try server.enable() }
