@@ -23,11 +23,9 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// reference needs no count and no check: `unowned(unsafe)`, since a checked unowned
     /// reference costs a retain and a release at every use, several per request.
     unowned(unsafe) let server: HTTPLoopServer
-    /// Bytes of the current request's head seen so far, until its end is seen.
-    @exclusivity(unchecked) var headBytes = 0
-    @exclusivity(unchecked) var headDone = false
-    /// The head outgrew `maxHeaderBytes`: the request is answered 413.
-    @exclusivity(unchecked) var headTooLarge = false
+    /// The current request's head, measured until its end is seen; one too large (over
+    /// `maxHeaderBytes`) is answered 413.
+    @exclusivity(unchecked) var head: HTTPHeadScanner
     @exclusivity(unchecked) var inputCallback: OpaquePointer?
     /// The bufferevent's input buffer, whose callback is on only until a request's head
     /// is complete (libevent calls it on every add and drain, and evhttp drains line by line).
@@ -61,6 +59,7 @@ final class HTTPConnectionState: @unchecked Sendable {
         self.raw = raw
         self.server = server
         self.requestStartedAt = now
+        head = HTTPHeadScanner(limit: server.limits.maxHeaderBytes)
     }
 
     func handOver(_ request: OpaquePointer) {
@@ -147,21 +146,11 @@ final class HTTPConnectionState: @unchecked Sendable {
             requestStarted = true
             requestStartedAt = coarseMonotonicNanoseconds()
         }
-        guard !headDone && !headTooLarge else { return }
-        let length = evbuffer_get_length(input)
-        let newStart = length - added
-        if let end = HTTPConnectionState.headEnd(input, from: newStart, length: length) {
-            headDone = true
-            headBytes += end - newStart
-        } else {
-            headBytes += added
-        }
-        if headBytes > server.limits.maxHeaderBytes {
-            headTooLarge = true
-            // Not from inside libevent's read: the job runs before the loop polls again.
-            if !headDone { server.answerHeadTooLarge(self) }
-        }
-        if headDone || headTooLarge { setInputCallback(enabled: false) }
+        guard !head.isComplete && !head.isTooLarge else { return }
+        scanHead(input, added: added)
+        // Not from inside libevent's read: the job runs before the loop polls again.
+        if head.isTooLarge && !head.isComplete { server.answerHeadTooLarge(self) }
+        if head.isComplete || head.isTooLarge { setInputCallback(enabled: false) }
     }
 
     /// The input buffer's callback exists only from the end of an answer until the next
@@ -180,47 +169,26 @@ final class HTTPConnectionState: @unchecked Sendable {
         }
     }
 
-    /// Where the head ends (just past its blank line) if that is in the bytes from
-    /// `newStart` on, else nil: one pass over the new bytes where libevent keeps them (no
-    /// copy). evhttp consumes whole lines as they come, so an empty buffer before the new
-    /// bytes means the last byte consumed ended a line.
-    private static func headEnd(_ input: OpaquePointer, from newStart: Int, length: Int) -> Int? {
-        // A blank line is "\n" then an optional "\r" then "\n".
-        var state = newStart == 0 ? 1 : 0  // 0: nothing, 1: after "\n", 2: after "\n\r"
-        var position = max(0, newStart - 2)
+    /// Feeds the last `added` bytes of `input` to the head scanner, where libevent keeps
+    /// them (no copy), until the head's end.
+    private func scanHead(_ input: OpaquePointer, added: Int) {
+        let length = evbuffer_get_length(input)
+        var remaining = added
         var start = evbuffer_ptr()
-        guard evbuffer_ptr_set(input, &start, position, EVBUFFER_PTR_SET) == 0 else { return nil }
-        // One socket read fills at most four chains (libevent's NUM_READ_IOVEC), plus the
-        // chain holding the two bytes before them: eight extents always cover the new bytes.
-        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { vectors -> Int? in
-            let count = Int(evbuffer_peek(input, length - position, &start, vectors.baseAddress, Int32(vectors.count)))
-            for index in 0..<min(count, vectors.count) {
-                let extent = UnsafeRawBufferPointer(start: vectors[index].iov_base, count: vectors[index].iov_len)
-                if let end = scanForBlankLine(extent, &state) { return position + end }
-                position += extent.count
+        // One socket read fills at most four chains (libevent's NUM_READ_IOVEC), so eight
+        // extents take it in one peek; bytes measured all at once (`answerWritten`) may need more.
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { vectors in
+            while remaining > 0 && !head.isComplete {
+                guard evbuffer_ptr_set(input, &start, length - remaining, EVBUFFER_PTR_SET) == 0 else { return }
+                let count = min(Int(evbuffer_peek(input, remaining, &start, vectors.baseAddress, Int32(vectors.count))), vectors.count)
+                guard count > 0 else { return }
+                for index in 0..<count where !head.isComplete {
+                    let extent = UnsafeRawBufferPointer(start: vectors[index].iov_base, count: min(vectors[index].iov_len, remaining))
+                    head.scan(extent)
+                    remaining -= extent.count
+                }
             }
-            return nil
         }
-    }
-
-    /// Looks for "\n" ["\r"] "\n" in `bytes`, jumping between line ends with memchr;
-    /// `state` carries a match begun in an earlier extent. Returns the offset just past it.
-    private static func scanForBlankLine(_ bytes: UnsafeRawBufferPointer, _ state: inout Int) -> Int? {
-        guard let base = bytes.baseAddress else { return nil }
-        var i = 0
-        while i < bytes.count {
-            if state == 0 {
-                guard let hit = memchr(base + i, 0x0A, bytes.count - i) else { return nil }
-                i = base.distance(to: UnsafeRawPointer(hit)) + 1
-                state = 1
-                continue
-            }
-            let byte = bytes[i]
-            i += 1
-            if byte == 0x0A { return i }
-            state = byte == 0x0D && state == 1 ? 2 : 0
-        }
-        return nil
     }
 
     func answerWritten() {
@@ -228,9 +196,7 @@ final class HTTPConnectionState: @unchecked Sendable {
         readPausedForAnswer = false
         requestStarted = false
         requestStartedAt = coarseMonotonicNanoseconds()
-        headBytes = 0
-        headDone = false
-        headTooLarge = false
+        head.startRequest()
         setInputCallback(enabled: true)
         // Bytes of the next request that came while this one was handled or written were
         // not measured (the callback was off): measure them now, as if just arrived.

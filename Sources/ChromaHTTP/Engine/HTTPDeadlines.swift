@@ -73,7 +73,7 @@ extension HTTPLoopServer {
     func answerHeadTooLarge(_ connection: HTTPConnectionState) {
         try? runtime.execute(on: loopColor) { [self] in
             guard !closed, connections[UnsafeMutableRawPointer(connection.raw)] === connection,
-                  connection.phase == .waiting, connection.headTooLarge else { return }
+                  connection.phase == .waiting, connection.head.isTooLarge else { return }
             answerAndClose(connection, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         }
     }

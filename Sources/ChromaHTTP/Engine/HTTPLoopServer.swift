@@ -112,7 +112,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     func handle(_ raw: OpaquePointer) {
         guard let evcon = evhttp_request_get_connection(raw) else { return }
         let connection = state(of: evcon)
-        if connection.headTooLarge {
+        if connection.head.isTooLarge {
             // The whole oversized head came in one read, and evhttp parsed it under its
             // backstop limit: answer 413 (evhttp_send_error closes after writing).
             connection.phase = .writing
