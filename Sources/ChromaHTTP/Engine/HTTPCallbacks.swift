@@ -6,12 +6,11 @@ import Glibc
 // callback finds its server in.
 
 extension HTTPLoopServer {
-    /// Out of descriptors: pause accepting instead of spinning on the readable socket.
+    /// Accept failed: counted, and out of descriptors the socket pauses (`AcceptBackoff`).
     func acceptFailed(_ error: Int32) {
         counters.acceptFailures.add(1, ordering: .relaxed)
-        guard error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM, let listener else { return }
-        evconnlistener_disable(listener)
-        _ = try? runtime.schedule(after: Listener.acceptRetryDelay, on: loopColor) { [self] in
+        guard let listener else { return }
+        AcceptBackoff.acceptFailed(error, runtime: runtime, loopColor: loopColor, pause: { evconnlistener_disable(listener) }) { [self] in
             if !closed, let listener = self.listener { evconnlistener_enable(listener) }
         }
     }
