@@ -41,7 +41,10 @@ let package = Package(
         ),
         // HTTP/1.1 on the runtime: routes, limits and static files over its own evhttp engine
         // (Engine/), which reaches the loops through Chroma's `@_spi(Engine)`.
-        .target(name: "ChromaHTTP", dependencies: ["Chroma", "CLibevent", "CChroma"]),
+        .target(
+            name: "ChromaHTTP",
+            dependencies: ["Chroma", "CLibevent", "CChroma", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // Counts malloc calls per thread so chroma-bench can report allocations per callback.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
         .executableTarget(

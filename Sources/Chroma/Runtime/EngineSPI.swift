@@ -1,10 +1,12 @@
 import CChroma
 import Glibc
+import SystemPackage
 
 // What Chroma lends, through `@_spi(Engine)`, to an engine built on its loops in another
 // module: ChromaHTTP's evhttp engine. The loops stay internal; an engine sees each one as
 // an `EngineLoop`, gets its `event_base` only inside `withRawBase`'s closure (never to keep
-// outside the engine), and registers what the loop's shutdown sweep must close.
+// outside the engine), and registers what the loop's shutdown sweep must close. Its pool
+// jobs use the file calls of `Files`.
 
 /// One loop of a runtime, as an engine sees it. `isCurrent`, `index` and `runAs` are
 /// cheap enough for a request's hot path (inlined into the engine); the rest is for setup.
@@ -118,5 +120,33 @@ extension Runtime {
     /// The port socket `fd` is bound to (the real one after binding port 0); 0 if unknown.
     public static func boundPort(of fd: Int32) -> UInt16 {
         localPort(of: fd)
+    }
+}
+
+/// The blocking file calls of `Files`, for engines' pool jobs: each retries on EINTR and
+/// throws a `FileError` naming the operation and the path or descriptor.
+@_spi(Engine) public enum EngineFileCalls {
+    /// Opens `path` with `flags` (`O_CLOEXEC` is always added), read-only unless the flags
+    /// say otherwise.
+    public static func open(_ path: FilePath, _ flags: Int32, operation: String) throws(FileError) -> FileDescriptor {
+        try FileCalls.open(path, flags, nil, operation: operation)
+    }
+
+    /// `fstat` of `fd`; errors name `path` (the descriptor being the caller's own).
+    public static func stat(_ fd: FileDescriptor, operation: String, path: FilePath) throws(FileError) -> Glibc.stat {
+        try FileCalls.rawStat(fd, operation: operation, path: path, reportFD: false)
+    }
+
+    /// Reads `count` bytes of `fd` from `offset` into a new array, fewer if the file ends
+    /// first (an empty array for none); errors name `path`.
+    public static func read(_ fd: FileDescriptor, count: Int, offset: Int64, operation: String, path: FilePath) throws(FileError) -> [UInt8] {
+        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
+        guard count > 0 else { return [] }
+        var error: Int32 = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, filled in
+            filled = FileCalls.preadFully(fd, into: UnsafeMutableRawBufferPointer(buffer), offset: offset, errno: &error)
+        }
+        if error != 0 { throw FileCalls.fail(operation, path: path, errno: error) }
+        return bytes
     }
 }
