@@ -3,13 +3,16 @@ import CLibevent
 import Synchronization
 
 /// One `HTTPEngine.drain`: counts the loops still draining and calls `done` once.
-final class HTTPDrain: Sendable {
+final class HTTPDrain: @unchecked Sendable {
+    // Safe to share: `deadline` is only touched with `lock` held; the counts are atomic
+    // and the rest is immutable.
     let forced = Atomic<Int>(0)
     private let remaining: Atomic<Int>
     private let runtime: Runtime
     private let color: Color
     private let done: @Sendable (Int) -> Void
-    private let timerBox = Mutex<Timer?>(nil)
+    private let lock = EngineLock()
+    private var deadline: Timer?
 
     init(runtime: Runtime, loops: Int, color: Color, done: @escaping @Sendable (Int) -> Void) {
         self.runtime = runtime
@@ -20,8 +23,8 @@ final class HTTPDrain: Sendable {
 
     /// The deadline's timer, cancelled when the drain ends first.
     var timer: Timer? {
-        get { timerBox.withLock { $0 } }
-        set { timerBox.withLock { $0 = newValue } }
+        get { lock.withLock { deadline } }
+        set { lock.withLock { deadline = newValue } }
     }
 
     /// A loop has no connection left. True for the last one, which also reports.
