@@ -11,38 +11,6 @@ import Synchronization
 // a freed request behind. Only this folder's files touch evhttp handles (servers,
 // connections, requests); the base comes from `EngineLoop.withRawBase`.
 
-/// What an HTTP engine enforces on every connection.
-struct HTTPEngineLimits: Sendable {
-    /// Largest request head (request line plus headers); larger gets 413.
-    var maxHeaderBytes: Int
-    /// Largest request body; larger gets 413.
-    var maxBodyBytes: Int
-    /// Time from a request's first byte to its last; slower gets 408 and a close.
-    var requestTimeout: Duration
-    /// A connection with no request in progress and nothing to write is closed after this.
-    var idleTimeout: Duration
-
-    /// The limits, as `ChromaHTTP.HTTPLimits` gives them.
-    init(maxHeaderBytes: Int, maxBodyBytes: Int, requestTimeout: Duration, idleTimeout: Duration) {
-        self.maxHeaderBytes = maxHeaderBytes
-        self.maxBodyBytes = maxBodyBytes
-        self.requestTimeout = requestTimeout
-        self.idleTimeout = idleTimeout
-    }
-}
-
-/// Counters of an HTTP engine, summed over its loops.
-struct HTTPEngineStats: Sendable {
-    /// Requests handed to the handler.
-    var requests: Int
-    /// Requests answered 408 by the request deadline.
-    var requestTimeouts: Int
-    /// Connections accepted.
-    var connections: Int
-    /// Accept calls that failed (out of descriptors and the like).
-    var acceptFailures: Int
-}
-
 /// One loop's counters (relaxed atomics, statistics only). One object per loop, so counting
 /// a request never touches a cache line another loop writes; `HTTPEngine.stats` sums them.
 final class HTTPEngineCounters: Sendable {
@@ -67,8 +35,8 @@ final class HTTPEngine: Sendable {
     }
 
     /// The counters so far, summed over the loops.
-    var stats: HTTPEngineStats {
-        var total = HTTPEngineStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
+    var stats: HTTPServerStats {
+        var total = HTTPServerStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
         for server in perLoop {
             let counters = server.counters
             total.requests += counters.requests.load(ordering: .relaxed)
@@ -127,8 +95,8 @@ extension Runtime {
     /// each with its own SO_REUSEPORT socket. `handler` runs on the loop that accepted the
     /// connection, as the connection's color (a fresh color of that loop per connection).
     /// Throws `ChromaError` naming the failed call, or `.shutDown`/`.invalidState`.
-    func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPEngineLimits,
-                                handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
+    func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPLimits,
+                         handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
         try requireRunning("serveHTTP")
         guard var address = ListenAddress(host: host, port: port) else {
             throw .invalidArgument(operation: "serveHTTP", detail: "\(host) is not an IPv4 or IPv6 address")

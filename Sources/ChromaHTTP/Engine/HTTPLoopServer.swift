@@ -15,7 +15,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     let runtime: Runtime
     let loop: EngineLoop
     let loopColor: Color
-    let limits: HTTPEngineLimits
+    let limits: HTTPLimits
     /// The Date header's text, remade once a second.
     let date = HTTPDate()
     let counters = HTTPEngineCounters()
@@ -38,7 +38,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     var registered = false
     private(set) var port: UInt16 = 0
 
-    init(runtime: Runtime, loop: EngineLoop, limits: HTTPEngineLimits,
+    init(runtime: Runtime, loop: EngineLoop, limits: HTTPLimits,
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
         self.runtime = runtime
         self.loop = loop
