@@ -41,9 +41,12 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        // HTTP/1.1 on the runtime: routes, limits and static files over evhttp (the engine
-        // itself lives in Chroma's Net/HTTPEngine.swift, reached through SPI).
-        .target(name: "ChromaHTTP", dependencies: ["Chroma"]),
+        // HTTP/1.1 on the runtime: routes, limits and static files over its own evhttp engine
+        // (Engine/), which reaches the loops through Chroma's `@_spi(Engine)`.
+        .target(
+            name: "ChromaHTTP",
+            dependencies: ["Chroma", "CLibevent", "CChroma", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // Counts malloc calls per thread so chroma-bench can report allocations per callback.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
         .executableTarget(

@@ -1,4 +1,4 @@
-@_spi(HTTPEngine) import Chroma
+import Chroma
 
 /// One HTTP request, handed to a route's handler, which answers it exactly once with
 /// `respond`, now or later, from any thread.

@@ -1,4 +1,4 @@
-@_spi(HTTPEngine) import Chroma
+import Chroma
 
 /// Which handler answers which request: exact paths per method, and path prefixes served
 /// as static files. Build it, then hand it to `Runtime.serveHTTP`.

@@ -1,4 +1,4 @@
-@_spi(HTTPEngine) import Chroma
+import Chroma
 
 /// What an HTTP server enforces on each connection. Requests over a size limit get 413,
 /// malformed ones 400 (libevent's parser decides), slow ones 408; each then closes its
@@ -59,11 +59,7 @@ public final class HTTPServer: Sendable {
     public var port: UInt16 { engine.port }
 
     /// The counters so far, summed over the loops (each read without stopping them).
-    public var stats: HTTPServerStats {
-        let s = engine.stats
-        return HTTPServerStats(requests: s.requests, requestTimeouts: s.requestTimeouts,
-                               connections: s.connections, acceptFailures: s.acceptFailures)
-    }
+    public var stats: HTTPServerStats { engine.stats }
 
     /// Stops accepting and closes every connection (on each loop); requests still being
     /// handled get no answer. Idempotent. `drain(timeout:on:_:)` closes without losing them.
@@ -109,11 +105,8 @@ extension Runtime {
     public func serveHTTP(host: String = "0.0.0.0", port: UInt16, backlog: Int32 = 1024,
                           limits: HTTPLimits = HTTPLimits(), routes: HTTPRoutes) throws(ChromaError) -> HTTPServer {
         let router = Router(routes: routes, runtime: self)
-        let engine = try startHTTPEngine(
-            host: host, port: port, backlog: backlog,
-            limits: HTTPEngineLimits(maxHeaderBytes: limits.maxHeaderBytes, maxBodyBytes: limits.maxBodyBytes,
-                                     requestTimeout: limits.requestTimeout, idleTimeout: limits.idleTimeout),
-            handler: { router.dispatch($0) })
+        let engine = try startHTTPEngine(host: host, port: port, backlog: backlog, limits: limits,
+                                         handler: { router.dispatch($0) })
         return HTTPServer(engine: engine)
     }
 }

@@ -1,5 +1,6 @@
-@_spi(HTTPEngine) import Chroma
+@_spi(Engine) import Chroma
 import Glibc
+import SystemPackage
 
 /// A directory served over HTTP (see `HTTPRoutes.files(at:_:)`).
 ///
@@ -36,9 +37,10 @@ public struct StaticFiles: Sendable {
 
 /// One file route of a running server: its per-loop caches.
 final class FileServer: @unchecked Sendable {
-    // Safe to share: `caches[i]` is only touched on loop i's thread (requests are served on
-    // their connection's color, owned by the loop that accepted them, and pool completions
-    // come back to that color); the rest is immutable.
+    // Safe to share: `caches[i]` is only touched on loop i's thread: a request is served on
+    // its connection's color, which the connection's evhttp state pins to the loop that
+    // accepted it (`Placement.pin`), so the pool's completions on that color come back to
+    // the same loop (`cache(for:)` checks it); the rest is immutable.
     private let files: StaticFiles
     private let runtime: Runtime
     private let caches: [FileCache]
@@ -61,7 +63,7 @@ final class FileServer: @unchecked Sendable {
         case .forbidden: return answer(request, .forbidden)
         case .malformed: return answer(request, .badRequest)
         }
-        let cache = caches[runtime.loopIndex(of: request.color)]
+        let cache = cache(for: request)
         if let entry = cache.entries[relative] {
             let now = coarseMonotonicNanoseconds()
             if now &- entry.checkedAt < revalidateNanoseconds || entry.revalidating {
@@ -75,6 +77,14 @@ final class FileServer: @unchecked Sendable {
 
     private func fullPath(_ relative: String) -> String { files.root + "/" + relative }
 
+    /// The cache of the loop serving `request`: the loop this runs on, which must be the one
+    /// the request's color is pinned to.
+    private func cache(for request: HTTPRequest) -> FileCache {
+        let index = runtime.loopIndex(of: request.color)
+        precondition(runtime.currentLoopIndex == index, "a file route's cache is used on its request's loop")
+        return caches[index]
+    }
+
     /// Reads the file (or opens it, when too big to cache) on the pool.
     private func load(_ relative: String, _ request: HTTPRequest, _ cache: FileCache) {
         let path = fullPath(relative), limit = files.cacheMaxFileSize
@@ -82,6 +92,7 @@ final class FileServer: @unchecked Sendable {
             try runtime.blocking(on: request.color, lane: .short) {
                 try FileLoad.run(path: path, cacheLimit: limit)
             } completion: { [self] result in
+                precondition(cache === self.cache(for: request))
                 switch result {
                 case .success(.cached(let bytes, let identity)):
                     let entry = CachedFile(bytes: bytes, identity: identity, contentType: StaticPath.contentType(of: relative))
@@ -117,6 +128,7 @@ final class FileServer: @unchecked Sendable {
             try runtime.blocking(on: request.color, lane: .short) {
                 try FileLoad.identity(path: path)
             } completion: { [self] result in
+                precondition(cache === self.cache(for: request))
                 entry.revalidating = false
                 if case .success(let identity) = result, identity == entry.identity {
                     entry.checkedAt = coarseMonotonicNanoseconds()
@@ -216,7 +228,8 @@ final class FileCache: @unchecked Sendable {
     }
 }
 
-/// The blocking part of serving a file: runs on a pool worker.
+/// The blocking part of serving a file: runs on a pool worker, with the file calls of
+/// `Files` (each retries on EINTR).
 enum FileLoad {
     enum Outcome: Sendable {
         case cached([UInt8], FileIdentity)
@@ -226,63 +239,43 @@ enum FileLoad {
         case notRegular
     }
 
-    struct Failure: Error {
-        let errno: Int32
-    }
-
     /// Opens `path` and reads it whole when it is at most `cacheLimit` bytes. `O_NONBLOCK`:
     /// a FIFO in the tree never blocks the worker (and is refused as not regular).
-    static func run(path: String, cacheLimit: Int) throws -> Outcome {
-        var fd: Int32
-        repeat { fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else { throw Failure(errno: errno) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let error = errno
-            close(fd)
-            throw Failure(errno: error)
-        }
+    static func run(path: String, cacheLimit: Int) throws(FileError) -> Outcome {
+        let path = FilePath(path)
+        let fd = try EngineFileCalls.open(path, O_RDONLY | O_NONBLOCK, operation: "open")
+        var handedOver = false
+        defer { if !handedOver { _ = Glibc.close(fd.rawValue) } }
+        let info = try EngineFileCalls.stat(fd, operation: "stat", path: path)
         switch info.st_mode & S_IFMT {
         case S_IFREG: break
-        case S_IFDIR:
-            close(fd)
-            return .directory
-        default:
-            close(fd)
-            return .notRegular
+        case S_IFDIR: return .directory
+        default: return .notRegular
         }
         let size = Int(info.st_size)
-        guard size <= cacheLimit else { return .open(fd, size) }
-        defer { close(fd) }
-        var failure: Int32 = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-            while count < size {
-                let n = pread(fd, buffer.baseAddress! + count, size - count, off_t(count))
-                if n > 0 {
-                    count += n
-                } else if n == 0 {
-                    break  // shrank meanwhile: serve what is there
-                } else if errno != EINTR {
-                    failure = errno
-                    break
-                }
-            }
+        if size > cacheLimit {
+            handedOver = true
+            return .open(fd.rawValue, size)
         }
-        if failure != 0 { throw Failure(errno: failure) }
+        // A file that shrank meanwhile is served as it now is.
+        let bytes = try EngineFileCalls.read(fd, count: size, offset: 0, operation: "read", path: path)
         var identity = FileIdentity(info)
         identity.size = bytes.count
         return .cached(bytes, identity)
     }
 
-    static func identity(path: String) throws -> FileIdentity {
+    static func identity(path: String) throws(FileError) -> FileIdentity {
         var info = stat()
-        guard stat(path, &info) == 0 else { throw Failure(errno: errno) }
+        guard stat(path, &info) == 0 else {
+            throw FileError(operation: "stat", path: FilePath(path), code: .system(Errno(rawValue: errno)))
+        }
         return FileIdentity(info)
     }
 
     static func status(for error: any Error) -> HTTPStatus {
-        guard let failure = error as? Failure else { return .serviceUnavailable }  // overloaded or cancelled
-        switch failure.errno {
+        // Not a system call's refusal: the pool was overloaded, or the job cancelled.
+        guard let errno = (error as? FileError)?.errno else { return .serviceUnavailable }
+        switch errno.rawValue {
         case ENOENT, ENOTDIR, ENAMETOOLONG, ELOOP: return .notFound
         case EACCES, EPERM: return .forbidden
         case EMFILE, ENFILE, ENOMEM: return .serviceUnavailable

@@ -1,5 +1,5 @@
 @testable import Chroma
-import ChromaHTTP
+@testable import ChromaHTTP
 import Foundation
 import XCTest
 

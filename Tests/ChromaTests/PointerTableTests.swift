@@ -1,3 +1,4 @@
+@testable import ChromaHTTP
 @testable import Chroma
 import XCTest
 

@@ -12,7 +12,7 @@ import Glibc
 
 /// Nanoseconds on CLOCK_MONOTONIC_COARSE: a few milliseconds of resolution, plenty for
 /// request deadlines and cache ages, at a fraction of the precise clock's cost.
-@_spi(HTTPEngine) public func coarseMonotonicNanoseconds() -> UInt64 {
+@_spi(Engine) public func coarseMonotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
@@ -20,7 +20,7 @@ import Glibc
 
 extension Duration {
     /// The duration in whole nanoseconds, or nil when negative or beyond UInt64.
-    var chromaNanoseconds: UInt64? {
+    @_spi(Engine) public var chromaNanoseconds: UInt64? {
         let (seconds, attoseconds) = components
         guard seconds >= 0, attoseconds >= 0 else { return nil }
         let (s, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)

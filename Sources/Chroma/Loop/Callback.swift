@@ -12,6 +12,7 @@ import CChroma
 ///   thread-local store per job instead of two).
 ///
 /// Threading: loop threads only; the color lives in a C thread-local (`CChroma`).
+@usableFromInline
 enum Callback {
     /// How a loop runs a Swift executor job: passed in by the runtime (see `Runtime.init`),
     /// so this layer never reaches up into `Concurrency/`. Arguments: the job, and its tagged
@@ -19,7 +20,7 @@ enum Callback {
     typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
 
     /// Runs `body` as `color`, then clears the current color. Loop thread only.
-    @inline(__always) static func run(as color: Color, _ body: () -> Void) {
+    @inlinable @inline(__always) static func run(as color: Color, _ body: () -> Void) {
         chroma_set_current_color(color.rawValue)
         body()
         chroma_set_current_color(Color.noneRawValue)

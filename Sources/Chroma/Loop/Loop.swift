@@ -314,8 +314,8 @@ final class Loop: @unchecked Sendable {
 }
 
 extension Loop {
-    /// Lends the raw base to `HTTPEngine.swift` (see `EventBase.withRawBase`). Any thread
-    /// while the loop is open.
+    /// Lends the raw base to an engine (`EngineLoop.withRawBase`; see
+    /// `EventBase.withRawBase`). Any thread while the loop is open.
     func withRawBase<R>(_ body: (OpaquePointer) throws(ChromaError) -> R) throws(ChromaError) -> R {
         guard let base else { throw .shutDown(operation: "serveHTTP") }
         return try base.withRawBase(body)

@@ -20,7 +20,7 @@ public final class Listener: @unchecked Sendable {
     private let perLoop: [LoopListener]
     private let stats: AcceptStats
     /// How long a loop's socket pauses after `EMFILE`/`ENFILE` before accepting again.
-    public static let acceptRetryDelay: Duration = .milliseconds(100)
+    public static let acceptRetryDelay: Duration = AcceptBackoff.retryDelay
 
     fileprivate init(port: UInt16, runtime: Runtime, perLoop: [LoopListener], stats: AcceptStats) {
         self.port = port
@@ -169,14 +169,11 @@ extension Runtime {
         connection.start()
     }
 
-    /// Loop thread: accept failed. Out of descriptors: pause this loop's socket, so the
-    /// loop does not spin on a socket that stays readable, and retry after a delay.
+    /// Loop thread: accept failed; see `AcceptBackoff`.
     fileprivate func acceptFailed(_ error: Int32, socket: SocketListener, stats: AcceptStats, loopColor: Color) {
         stats.failures.add(1, ordering: .relaxed)
-        guard error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM else { return }
-        socket.disable()
         // The timer holds the socket object; enabling one freed meanwhile (closed listener)
         // does nothing.
-        _ = try? schedule(after: Listener.acceptRetryDelay, on: loopColor) { socket.enable() }
+        AcceptBackoff.acceptFailed(error, runtime: self, loopColor: loopColor, pause: { socket.disable() }, resume: { socket.enable() })
     }
 }
