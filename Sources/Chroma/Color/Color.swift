@@ -3,14 +3,14 @@ import CChroma
 /// A color, as in libasync-smp: callbacks of one color never overlap and run in the order
 /// one thread queued them; callbacks of different colors may run in parallel.
 ///
-/// Each color is owned by one loop, `rawValue % loopCount` (a bit mask when the count is a
-/// power of two). All work of a color runs on its owner, so serialization needs no lock per
-/// color. Two colors that share an owner also serialize with each other: that costs
+/// Each color is run by one loop, all of its work there, so serialization needs no lock per
+/// color; which loop, and which numbers are handed out fresh or reserved, is decided in one
+/// place, `Placement`. Two colors on one loop also serialize with each other: that costs
 /// parallelism, never correctness. `Color.main` (0) is the default everywhere, so a program
 /// that never names a color runs everything on loop 0, one callback at a time.
 ///
 /// Colors you write by hand (`Color(7)`) are small numbers; `Runtime.makeColor()` hands out
-/// fresh ones from 2³² up, round-robin across loops, so the two never collide.
+/// fresh ones far above them, so the two never collide.
 public struct Color: Hashable, Sendable, CustomStringConvertible {
     /// The color's number.
     public let rawValue: UInt64
