@@ -29,8 +29,17 @@ public struct Color: Hashable, Sendable, CustomStringConvertible {
 
     /// The color of the callback running on this thread, or `nil` outside Chroma callbacks.
     @inlinable public static var current: Color? {
-        let raw = chroma_current_color()
+        let raw = currentRawValue
         return raw == noneRawValue ? nil : Color(unchecked: raw)
+    }
+
+    /// The running callback's color number, or `noneRawValue` outside callbacks. The
+    /// thread-local may hold a queued job's whole tagged word (see `Callback.run(job:)`);
+    /// the tag bits are cleared here. (`noneRawValue` has both tag bits set, which no job
+    /// has, so it cannot be mistaken for a job's word.)
+    @inlinable @inline(__always) static var currentRawValue: UInt64 {
+        let raw = chroma_current_color()
+        return raw == noneRawValue ? raw : raw & Job.colorMask
     }
 
     /// `Color(n)`.

@@ -122,7 +122,7 @@ struct ColorQueue: Sendable {
     }
 
     @inline(__always) var isCurrent: Bool {
-        chroma_current_loop() == core.identity && chroma_current_color() == color.rawValue
+        chroma_current_loop() == core.identity && Color.currentRawValue == color.rawValue
     }
 
     /// Runs a job from the loop's queues (loop thread, with the current color set: the

@@ -7,16 +7,16 @@ import CChroma
 ///
 /// Two shapes, one rule:
 /// - `run(as:_:)` for a callback libevent calls on its own (an fd, a timer): start, run, end.
-/// - `run(job:executorJobs:)` for the drain's batches: jobs run back to back, each start
-///   replaces the previous color, and `endBatch()` clears it once when the batch ends (one
-///   thread-local store per job instead of two).
+/// - `run(job:)` for the drain's batches: jobs run back to back, each start replaces the
+///   previous color, and `endBatch()` clears it once when the batch ends (one thread-local
+///   store per job instead of two).
 ///
 /// Threading: loop threads only; the color lives in a C thread-local (`CChroma`).
 @usableFromInline
 enum Callback {
-    /// How a loop runs a Swift executor job: passed in by the runtime (see `Runtime.init`),
-    /// so this layer never reaches up into `Concurrency/`. Arguments: the job, and its tagged
-    /// executor pointer.
+    /// How a loop runs a Swift executor job: passed in by the runtime (see `Runtime.init`)
+    /// and kept in the loop's `LocalQueue`, so this layer never reaches up into
+    /// `Concurrency/`. Arguments: the job, and its tagged executor pointer.
     typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
 
     /// Runs `body` as `color`, then clears the current color. Loop thread only.
@@ -28,20 +28,28 @@ enum Callback {
 
     /// Runs the job in `slot` as its color, leaving the slot uninitialized; the color stays
     /// set until the next job or `endBatch()`. Reads what it needs before calling: the call
-    /// may grow (move) the queue the slot lives in.
-    @inline(__always) static func run(job slot: UnsafeMutablePointer<Job>, executorJobs: ExecutorJobs) {
+    /// may grow (move) the queue the slot lives in. Loop thread only.
+    ///
+    /// The executor-job runner is looked up only on that branch (through the thread's loop),
+    /// not passed down the drain: a parameter live across every closure call cost the
+    /// closure path its registers.
+    @inline(__always) static func run(job slot: UnsafeMutablePointer<Job>) {
         let tagged = slot.pointee.tagged
-        chroma_set_current_color(tagged & Job.colorMask)
+        // The tagged word as it is: readers clear the tag bits (`Color.currentRawValue`). A
+        // mask here kept a 64-bit constant in a register across the calls, where it competed
+        // with the closure context's register.
+        chroma_set_current_color(tagged)
         if tagged & (Job.functionTag | Job.executorTag) == 0 {
             Job.runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         } else if tagged & Job.functionTag != 0 {
             Job.callFunction(slot.pointee.word0, slot.pointee.word1)
         } else {
-            executorJobs(slot.pointee.word0.unsafelyUnwrapped, slot.pointee.word1.unsafelyUnwrapped)
+            let local = chroma_current_loop().unsafelyUnwrapped.assumingMemoryBound(to: LoopCore.LocalQueue.self)
+            local.pointee.executorJobs(slot.pointee.word0.unsafelyUnwrapped, slot.pointee.word1.unsafelyUnwrapped)
         }
     }
 
-    /// Ends a batch of `run(job:executorJobs:)` calls: no color is current any more.
+    /// Ends a batch of `run(job:)` calls: no color is current any more.
     @inline(__always) static func endBatch() {
         chroma_set_current_color(Color.noneRawValue)
     }

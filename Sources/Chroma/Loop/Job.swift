@@ -11,7 +11,7 @@
 /// job and its `ColorExecutor`. Size matters: in cross-thread posting every job crosses
 /// between cores through the cache, so the record holds no more than three words.
 /// Ownership: a closure job's record owns one reference to the closure's context; the
-/// queues move records bitwise, and `Callback.run(job:executorJobs:)` consumes it exactly once.
+/// queues move records bitwise, and `Callback.run(job:)` consumes it exactly once.
 @usableFromInline
 struct Job {
     @usableFromInline let tagged: UInt64

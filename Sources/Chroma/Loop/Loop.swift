@@ -21,8 +21,9 @@ final class Loop: @unchecked Sendable {
     let timers = TimerQueue()
     /// Connections and listeners on this loop, closed by the shutdown sweep.
     let sockets = LoopSockets()
-    /// How this loop runs Swift executor jobs (see `Callback.ExecutorJobs`).
-    private let executorJobs: Callback.ExecutorJobs
+    /// How this loop runs Swift executor jobs (see `Callback.ExecutorJobs`); its core keeps a
+    /// copy where the drain finds it.
+    let executorJobs: Callback.ExecutorJobs
     /// Whether the mailbox may close for shutdown: false while the blocking pool still owes
     /// completions (see `finish`). Passed in, so the loop never reaches up into the pool.
     private let mayClose: () -> Bool
@@ -190,14 +191,13 @@ final class Loop: @unchecked Sendable {
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         var waiting = false
-        let executorJobs = self.executorJobs
         while remaining > 0 {
             let limit = remaining
             // With local jobs waiting, the mailbox gets half the pass: producers that stay
             // ahead of the loop must not keep the run queue from its turn.
             let share = local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2)
-            let fromMailbox = core.mailbox.run(limit: share, executorJobs: executorJobs)
-            remaining = Loop.runJobs(local, limit: limit &- fromMailbox, executorJobs: executorJobs)
+            let fromMailbox = core.mailbox.run(limit: share)
+            remaining = Loop.runJobs(local, limit: limit &- fromMailbox)
             if fromMailbox < share && local.pointee.runQueue.isEmpty {
                 if core.mailbox.sleepIfEmpty() {
                     idle = true
@@ -235,11 +235,10 @@ final class Loop: @unchecked Sendable {
     }
 
     /// Runs up to `limit` jobs from the run queue; returns how much of the limit is left.
-    @inline(never) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int,
-                                               executorJobs: Callback.ExecutorJobs) -> Int {
+    @inline(never) private static func runJobs(_ local: UnsafeMutablePointer<LoopCore.LocalQueue>, limit: Int) -> Int {
         var remaining = limit
         while remaining > 0 && !local.pointee.runQueue.isEmpty {
-            local.pointee.runQueue.runFront(executorJobs: executorJobs)
+            local.pointee.runQueue.runFront()
             remaining &-= 1
         }
         return remaining
@@ -264,8 +263,8 @@ final class Loop: @unchecked Sendable {
         }
         var waits = 0
         while true {
-            let ran = core.mailbox.run(limit: Int.max, executorJobs: executorJobs)
-            while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max, executorJobs: executorJobs) }
+            let ran = core.mailbox.run(limit: Int.max)
+            while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             if !mayClose() { return }
             if core.mailbox.closeIfEmpty() { break }  // closed: nothing can be queued here any more
             // A producer is filling a slot it claimed: let it run (yield first, then sleep a
@@ -285,7 +284,7 @@ final class Loop: @unchecked Sendable {
         // The sweep wakes waiters (a connection's readers and senders, a sleep): their
         // resumptions were queued here, on this loop's run queue. Run them (and what they
         // queue) before the loop exits; the mailbox is closed, so nothing else can arrive.
-        while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max, executorJobs: executorJobs) }
+        while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
         runtime.recordShutdown(cancelledTimers: cancelledTimers, cancelledWatches: cancelledWatches)
         base!.breakLoop()
     }

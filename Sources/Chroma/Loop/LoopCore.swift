@@ -24,12 +24,14 @@ struct LoopCore {
         @usableFromInline var draining = false
         /// True while the wakeup event is already active.
         @usableFromInline var wakeupActive = false
+        /// How the loop runs Swift executor jobs (`Callback.run(job:)`).
+        let executorJobs: Callback.ExecutorJobs
     }
 
     init(loop: Loop) {
         precondition(MemoryLayout<LocalQueue>.stride <= 128, "a loop's local queue must fit its 128-byte block")
         local = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128).bindMemory(to: LocalQueue.self, capacity: 1)
-        local.initialize(to: LocalQueue(loop: .passUnretained(loop)))
+        local.initialize(to: LocalQueue(loop: .passUnretained(loop), executorJobs: loop.executorJobs))
         wakeupSlot = .allocate(capacity: 1)
         wakeupSlot.initialize(to: nil)
     }

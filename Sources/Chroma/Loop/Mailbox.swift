@@ -223,7 +223,7 @@ struct Mailbox {
     ///
     /// Not inlined: it loops over many jobs per call, and inlined into `Loop.drain` beside
     /// the run queue's loop it would take that loop's registers.
-    @inline(never) func run(limit: Int, executorJobs: Callback.ExecutorJobs) -> Int {
+    @inline(never) func run(limit: Int) -> Int {
         var (segment, offset) = head.pointee
         var jobs = 0
         while jobs < limit {
@@ -239,7 +239,7 @@ struct Mailbox {
             jobs &+= 1
             // Saved before the job runs: nothing a job does may see a stale position.
             head.pointee = (segment, offset)
-            Callback.run(job: slot, executorJobs: executorJobs)
+            Callback.run(job: slot)
             // Clean for reuse; a spare's release store publishes it with the segment.
             Mailbox.publication(of: slot).pointee.store(0, ordering: .relaxed)
         }

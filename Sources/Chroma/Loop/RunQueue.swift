@@ -38,14 +38,14 @@ struct RunQueue {
     ///
     /// An emptied queue restarts at slot 0, so a steady chain of callbacks reuses the same
     /// few slots (hot in L1) instead of sweeping the whole ring through the cache.
-    @inline(__always) mutating func runFront(executorJobs: Callback.ExecutorJobs) {
+    @inline(__always) mutating func runFront() {
         let slot = buffer + (head & mask)
         head &+= 1
         if head == tail {
             head = 0
             tail = 0
         }
-        Callback.run(job: slot, executorJobs: executorJobs)
+        Callback.run(job: slot)
     }
 
     @usableFromInline mutating func grow() {

@@ -181,7 +181,7 @@ public final class Connection: @unchecked Sendable {
         precondition(isOnColor, "Connection.\(what) is read on the connection's color (\(color)), in its handlers")
     }
 
-    private var isOnColor: Bool { loop.isCurrent && chroma_current_color() == color.rawValue }
+    private var isOnColor: Bool { loop.isCurrent && Color.currentRawValue == color.rawValue }
 
     // MARK: Writing and closing
 
