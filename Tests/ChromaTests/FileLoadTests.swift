@@ -8,19 +8,19 @@ import XCTest
 /// The static-file server's pool job alone: what it makes of a path, and which status a
 /// failure becomes.
 final class FileLoadTests: XCTestCase {
-    private var root = ""
+    private var scratch: ScratchDirectory!
+    private var root: String { scratch.path }
 
     override func setUpWithError() throws {
-        root = NSTemporaryDirectory() + "chroma-fileload-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: root + "/dir", withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("fileload", creating: ["dir"])
     }
 
     override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: root)
+        scratch.remove()
     }
 
     private func write(_ bytes: [UInt8], to name: String) throws {
-        try Data(bytes).write(to: URL(fileURLWithPath: root + "/" + name))
+        try scratch.write(bytes, to: name)
     }
 
     func testASmallFileIsReadWholeWithItsIdentity() throws {

@@ -6,19 +6,19 @@ import XCTest
 /// ChromaHTTP: routes and colors, keep-alive and pipelining, limits (400, 408, 413),
 /// static files and their cache, path traversal, shutdown with requests in flight.
 final class HTTPTests: XCTestCase {
-    private var root = ""
+    private var scratch: ScratchDirectory!
+    private var root: String { scratch.path }
 
     override func setUpWithError() throws {
-        root = NSTemporaryDirectory() + "chroma-http-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: root + "/sub", withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("http", creating: ["sub"])
     }
 
     override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: root)
+        scratch.remove()
     }
 
     private func write(_ bytes: [UInt8], to name: String) throws {
-        try Data(bytes).write(to: URL(fileURLWithPath: root + "/" + name))
+        try scratch.write(bytes, to: name)
     }
 
     private func serve(_ runtime: Runtime, limits: HTTPLimits = HTTPLimits(), files: StaticFiles? = nil,
