@@ -59,17 +59,37 @@ let package = Package(
             ],
             path: "Benchmarks/ChromaBench"
         ),
-        .executableTarget(name: "Ticker", dependencies: ["Chroma"], path: "Examples/Ticker"),
-        .executableTarget(name: "Echo", dependencies: ["Chroma"], path: "Examples/Echo"),
-        .executableTarget(name: "HTTPServer", dependencies: ["Chroma", "ChromaHTTP"], path: "Examples/HTTPServer"),
+        .executableTarget(
+            name: "Ticker",
+            dependencies: ["Chroma", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/Ticker"
+        ),
+        .executableTarget(
+            name: "Echo",
+            dependencies: ["Chroma", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/Echo"
+        ),
+        .executableTarget(
+            name: "HTTPServer",
+            dependencies: ["Chroma", "ChromaHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/HTTPServer"
+        ),
         .executableTarget(
             name: "Copy",
-            dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Chroma",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             path: "Examples/Copy"
         ),
         .executableTarget(
             name: "CopyAsync",
-            dependencies: ["Chroma", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Chroma",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             path: "Examples/CopyAsync"
         ),
         .testTarget(

@@ -6,45 +6,67 @@
 //   chroma-httpd --port P --root DIR [--loops N]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
+import ArgumentParser
 import Chroma
 import ChromaHTTP
 import Glibc
 
-var port: UInt16?
-var root: String?
-var loops = Runtime.onlineCPUCount
-var arguments = CommandLine.arguments.dropFirst()
-while let flag = arguments.popFirst() {
-    switch flag {
-    case "--port": port = arguments.popFirst().flatMap { UInt16($0) }
-    case "--root": root = arguments.popFirst()
-    case "--loops": loops = arguments.popFirst().flatMap { Int($0) } ?? -1
-    default: port = nil; arguments.removeAll()
+/// The command line and the server it starts. `run()` runs on the main thread and returns
+/// after SIGINT, or after SIGTERM's drain, stopped the runtime.
+struct ChromaHTTPD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chroma-httpd",
+        abstract: "A static web server on every core: GET /hello, and the files under --root.",
+        discussion: """
+            Prints one line once it is listening. SIGTERM finishes the requests in progress \
+            (at most 3 s) and exits; SIGINT exits at once.
+            """
+    )
+
+    @Option(parsing: .unconditional, help: "TCP port to listen on, 0...65535 (0: the kernel picks a free one, printed when listening).")
+    var port: Int
+
+    @Option(help: ArgumentHelp("Directory whose files are served.", valueName: "dir"))
+    var root: String
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("Event loops to run, at least 1. (default: one per online CPU)", valueName: "n"))
+    var loops: Int?
+
+    func validate() throws {
+        guard (0...65535).contains(port) else {
+            throw ValidationError("--port must be in 0...65535, not \(port)")
+        }
+        if let loops, loops < 1 {
+            throw ValidationError("--loops must be at least 1, not \(loops)")
+        }
+        var info = stat()
+        guard stat(root, &info) == 0 else {
+            throw ValidationError("--root \(root): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw ValidationError("--root \(root) is not a directory")
+        }
+    }
+
+    func run() throws {
+        let loops = self.loops ?? Runtime.onlineCPUCount
+        // Built once: answering it copies 13 bytes into the socket's buffer and allocates nothing.
+        let hello = HTTPResponse(text: "Hello, World!")
+        var routes = HTTPRoutes()
+        routes.get("/hello") { request in request.respond(hello) }
+        routes.files(at: "/", StaticFiles(root: root))
+
+        let runtime = try Runtime(loops: loops)
+        try runtime.start()
+        let server = try runtime.serveHTTP(port: UInt16(port), routes: routes)
+        // SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.
+        // SIGINT: stop at once.
+        try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }
+        try runtime.onSignal(SIGINT) { runtime.stop() }
+        print("chroma-httpd listening on port \(server.port) with \(loops) loop(s), serving \(root)")
+        fflush(nil)  // the listening line must reach a pipe before any client connects
+        try runtime.run()
     }
 }
-guard let port, let root, loops >= 1 else {
-    print("usage: chroma-httpd --port P --root DIR [--loops N]")
-    exit(2)
-}
-var info = stat()
-guard stat(root, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-    print("chroma-httpd: \(root) is not a directory")
-    exit(2)
-}
 
-// Built once: answering it copies 13 bytes into the socket's buffer and allocates nothing.
-let hello = HTTPResponse(text: "Hello, World!")
-var routes = HTTPRoutes()
-routes.get("/hello") { request in request.respond(hello) }
-routes.files(at: "/", StaticFiles(root: root))
-
-let runtime = try Runtime(loops: loops)
-try runtime.start()
-let server = try runtime.serveHTTP(port: port, routes: routes)
-// SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.
-// SIGINT: stop at once.
-try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }
-try runtime.onSignal(SIGINT) { runtime.stop() }
-print("chroma-httpd listening on port \(server.port) with \(loops) loop(s), serving \(root)")
-fflush(nil)  // the listening line must reach a pipe before any client connects
-try runtime.run()
+ChromaHTTPD.main()
