@@ -25,8 +25,8 @@ struct DispatchCommand: ParsableCommand {
     @Option(help: "Colors per run (default: one per loop).")
     var colors: Int?
 
-    @Option(help: "Modes, comma-separated: local (one closure re-queued), function (a C-convention function + context re-queued), fresh (a new capturing closure per callback), cross (producer threads post closures), cross-function (they post function + context jobs).")
-    var mode: String = "local,function,fresh,cross,cross-function"
+    @Option(help: "Modes, comma-separated: local (one closure re-queued), function (a C-convention function + context re-queued), fresh (a new capturing closure per callback), captured (a new closure per callback capturing a class reference and a counter), cross (producer threads post closures), cross-function (they post function + context jobs).")
+    var mode: String = "local,function,fresh,captured,cross,cross-function"
 
     @Option(help: "Seconds per measurement.")
     var duration: Double = 1.0
@@ -44,7 +44,7 @@ struct DispatchCommand: ParsableCommand {
         let loopCounts = loops.split(separator: ",").compactMap { Int($0) }
         let modes = try mode.split(separator: ",").map { name -> DispatchMode in
             guard let m = DispatchMode(rawValue: String(name)) else {
-                throw ValidationError("unknown mode \(name); use local, function, fresh, cross or cross-function")
+                throw ValidationError("unknown mode \(name); use local, function, fresh, captured, cross or cross-function")
             }
             return m
         }
@@ -70,8 +70,7 @@ struct DispatchCommand: ParsableCommand {
                 if let a = row.allocsPerOp { allocs.append(a) }
                 if havePeer {
                     progress("[\(index + 1)/\(combos.count)] \(mode.rawValue) \(loopCount) loop(s), round \(round)/\(rounds): raw C")
-                    let peerMode = mode.isCross ? "cross" : "local"
-                    if let ops = runPeer(cPeer, [peerMode, String(loopCount), String(duration)]) { peer.append(ops) }
+                    if let ops = runPeer(cPeer, [mode.peerMode, String(loopCount), String(duration)]) { peer.append(ops) }
                 }
             }
             endProgress()
@@ -81,7 +80,7 @@ struct DispatchCommand: ParsableCommand {
             var cells = [mode.rawValue, String(loopCount), fixed(chromaOps / 1e6, 1)]
             if !peer.isEmpty {
                 let peerOps = median(peer)
-                let peerName = "c-libevent \(mode.isCross ? "cross" : "local") \(loopCount)"
+                let peerName = "c-libevent \(mode.peerMode) \(loopCount)"
                 if !report.rows.contains(where: { $0.name == peerName }) {
                     report.rows.append(Row(name: peerName, opsPerSecond: peerOps))
                 }
@@ -123,6 +122,9 @@ struct DispatchCommand: ParsableCommand {
         for line in scaling { print(line) }
         print("modes: local = one closure value re-queued from its own callback; function = the same with execute(on:context:_:),")
         print("       a C-convention function + context; fresh = a new capturing closure per callback;")
+        print("       captured = a new closure per callback capturing its chain's state object (a class) and a counter, what")
+        print("       user code writes: one context allocation, one retain/release (raw C: a malloc'd {state*, counter} item")
+        print("       per callback on the loop's {fn, arg} run queue, freed after it runs);")
         print("       cross = one producer thread per loop posting closures from outside the runtime (raw C: mutex + event_active")
         print("       mailbox of {fn, arg} items); cross-function = the same posting execute(on:context:_:) jobs, the C items' shape")
     }

@@ -86,6 +86,41 @@ nonisolated(unsafe) var dispatchStateRef: Unmanaged<DispatchState>?
     try! state.runtime.execute(on: Color(UInt64(color))) { localFreshStep(sequence &+ 1) }
 } }
 
+/// Captured mode's per-color state: what a program keeps per session or connection, and
+/// what its callbacks capture. Each color's chain has its own, so its reference count stays
+/// on that color's loop.
+final class DispatchChain: @unchecked Sendable {
+    // Safe to send: `handled` is read and written only by its color's callbacks, which never
+    // overlap (guarantee 1), and by the main thread after `done` is signalled. The rest is
+    // immutable.
+    let runtime: Runtime
+    let color: Color
+    let index: Int
+    var handled: UInt64 = 0
+
+    init(runtime: Runtime, index: Int) {
+        self.runtime = runtime
+        self.index = index
+        color = Color(UInt64(index))
+    }
+}
+
+/// Captured mode, what user code writes: each callback queues a new closure capturing the
+/// chain (a class reference) and the next counter value, so every callback costs one
+/// context allocation and a retain and release of the chain.
+@Sendable func capturedStep(_ chain: DispatchChain, _ sequence: UInt64) {
+    chain.handled = sequence &+ 1
+    let stopped = withDispatchState { state in
+        if sequence == 0 { state.allocStart[chain.index * 8] = chroma_bench_thread_mallocs() }
+        guard state.stop.load(ordering: .relaxed) else { return false }
+        state.counters[chain.index * 8] = chain.handled
+        state.chainFinished(chain.index)
+        return true
+    }
+    if stopped { return }
+    try! chain.runtime.execute(on: chain.color) { capturedStep(chain, sequence &+ 1) }
+}
+
 /// Cross mode: the item producers post; counts and publishes every 1024.
 @Sendable func crossStep() { withDispatchState { state in
     let color = Int(Color.current.unsafelyUnwrapped.rawValue)
@@ -114,9 +149,11 @@ func crossFunctionStep(_ context: UnsafeMutableRawPointer?) {
 }
 
 enum DispatchMode: String, CaseIterable {
-    case local, function, fresh, cross
+    case local, function, fresh, captured, cross
     case crossFunction = "cross-function"
     var isCross: Bool { self == .cross || self == .crossFunction }
+    /// The raw-C peer's mode measured beside this one.
+    var peerMode: String { isCross ? "cross" : self == .captured ? "captured" : "local" }
 }
 
 /// One Chroma measurement: ops/s and allocations per callback.
@@ -132,9 +169,12 @@ func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds:
     let start = nowSeconds()
     var posted: [UInt64] = []
     switch mode {
-    case .local, .function, .fresh:
+    case .local, .function, .fresh, .captured:
         for c in 0..<colors {
-            if mode == .local {
+            if mode == .captured {
+                let chain = DispatchChain(runtime: runtime, index: c)
+                try runtime.execute(on: chain.color) { capturedStep(chain, 0) }
+            } else if mode == .local {
                 try runtime.execute(on: Color(UInt64(c)), localReusedStep)
             } else if mode == .function {
                 try runtime.execute(on: Color(UInt64(c)), context: nil, localFunctionStep)
