@@ -280,6 +280,7 @@ final class CachedReadTests: XCTestCase {
         XCTAssertEqual(part.color, color)
         XCTAssertEqual(runtime.pool.submittedJobs, jobs + 2)
         XCTAssertEqual(runtime.pool.cachedReadCounts(), CachedReadCounts())
+        XCTAssertEqual(runtime.files.loadCached(path.string, cacheLimit: 1 << 20), .needsPool)
     }
 
     func testReadsMadeOffALoopUseThePool() throws {
@@ -291,6 +292,7 @@ final class CachedReadTests: XCTestCase {
         }
         XCTAssertEqual(try bytes.get(), Array(content[0..<4096]))
         XCTAssertEqual(runtime.pool.submittedJobs, jobs + 1)
+        XCTAssertEqual(runtime.files.loadCached(data.string, cacheLimit: 1 << 20), .needsPool)
         XCTAssertEqual(runtime.pool.cachedReadCounts(), CachedReadCounts())
     }
 
@@ -352,6 +354,39 @@ final class CachedReadTests: XCTestCase {
         XCTAssertEqual(counts.hits, 6, "EBADF, both ends of file, count 0, ENOENT and EFBIG were answered on the loop")
         XCTAssertEqual(counts.misses, 2, "the directories went to the pool")
         XCTAssertEqual(off.pool.cachedReadCounts(), CachedReadCounts())
+    }
+
+    // MARK: Static files
+
+    func testLoadCachedReadsOpensOrRefusesWithoutEverBlocking() throws {
+        let runtime = try runtime(.init(cachedReadMaxBytes: 1 << 20, cachedReadBytesPerPass: 4 << 20))
+        let color = runtime.makeColor(onLoop: 1)
+        let root = directory.string, path = data.string
+        XCTAssertEqual(access(root + "/missing", F_OK), -1, "a cached negative lookup for the ENOENT case")
+        let loads: [CachedFileLoad] = try waitFor { done in
+            try runtime.execute(on: color) {
+                let files = runtime.files
+                var loads = [files.loadCached(path, cacheLimit: 1 << 20), files.loadCached(path, cacheLimit: 1000),
+                             files.loadCached(root, cacheLimit: 1000), files.loadCached(root + "/missing", cacheLimit: 1000)]
+                runtime.pool.cachedReads.forceWouldBlock.store(true, ordering: .relaxed)
+                loads.append(files.loadCached(path, cacheLimit: 1 << 20))
+                done(loads)
+            }
+        }
+        guard case .contents(let bytes, let info) = loads[0] else { return XCTFail("read whole: \(loads[0])") }
+        XCTAssertEqual(bytes, content)
+        XCTAssertEqual(info.size, Int64(content.count))
+        XCTAssertEqual(info.kind, .regular)
+        guard case .open(let fd, let openInfo) = loads[1] else { return XCTFail("left open: \(loads[1])") }
+        XCTAssertEqual(openInfo.inode, info.inode)
+        var first: UInt8 = 0
+        XCTAssertEqual(pread(fd, &first, 1, 0), 1)
+        XCTAssertEqual(first, content[0])
+        close(fd)
+        XCTAssertEqual(loads[2], .directory)
+        XCTAssertEqual(loads[3], .failed(ENOENT))
+        XCTAssertEqual(loads[4], .needsPool)
+        XCTAssertEqual(runtime.pool.cachedReadCounts(loop: 1), CachedReadCounts(hits: 4, misses: 1, overBudget: 0))
     }
 }
 
