@@ -2,8 +2,8 @@ import CChroma
 import Glibc
 import Synchronization
 
-/// Reads the page cache already holds, done on the calling loop instead of the pool: a 4 KiB
-/// read from memory takes about as long as the hop to a worker and back, so that hop only
+/// Reads the page cache already holds, done on the calling loop instead of the pool: a small
+/// read from memory costs about what the hop to a worker and back costs, so that hop only
 /// pays for reads that must wait for the device. io_uring decides the same way inside the
 /// kernel: try without blocking, hand the rest to workers.
 ///
