@@ -1,21 +1,23 @@
-// Node peer for `chroma-bench disk`: random 4 KiB fs.read calls (libuv's thread pool)
-// against a page-cached file, `concurrency` reads in flight, for `seconds`.
+// Node peer for `chroma-bench disk`: random fs.read calls of READ_BYTES (default 4 KiB)
+// through libuv's thread pool against a page-cached file, `concurrency` reads in
+// flight, for `seconds`.
 //
-//   node disk.js FILE CONCURRENCY SECONDS
+//   node disk.js FILE CONCURRENCY SECONDS [READ_BYTES]
 //
 // Prints one line: "ops_per_s <n> p50_us <n> p99_us <n>".
 'use strict';
 const fs = require('fs');
 
-const [file, concurrencyArg, secondsArg] = process.argv.slice(2);
+const [file, concurrencyArg, secondsArg, readBytesArg] = process.argv.slice(2);
 if (!file) {
-  console.error('usage: node disk.js FILE CONCURRENCY SECONDS');
+  console.error('usage: node disk.js FILE CONCURRENCY SECONDS [READ_BYTES]');
   process.exit(2);
 }
 const concurrency = Number(concurrencyArg || 64);
 const seconds = Number(secondsArg || 2);
+const readBytes = Number(readBytesArg || 4096);
 const fd = fs.openSync(file, 'r');
-const blocks = Math.floor(fs.fstatSync(fd).size / 4096);
+const blocks = Math.floor(fs.fstatSync(fd).size / readBytes);
 const latencies = [];
 const start = process.hrtime.bigint();
 const deadline = start + BigInt(Math.round(seconds * 1e9));
@@ -23,10 +25,10 @@ let lastCompletion = start;
 let running = concurrency;
 
 function issue(buffer) {
-  const offset = Math.floor(Math.random() * blocks) * 4096;
+  const offset = Math.floor(Math.random() * blocks) * readBytes;
   const issued = process.hrtime.bigint();
-  fs.read(fd, buffer, 0, 4096, offset, (err, n) => {
-    if (err || n !== 4096) throw err || new Error(`short read ${n}`);
+  fs.read(fd, buffer, 0, readBytes, offset, (err, n) => {
+    if (err || n !== readBytes) throw err || new Error(`short read ${n}`);
     const now = process.hrtime.bigint();
     latencies.push(Number(now - issued));
     if (now < deadline) {
@@ -46,4 +48,4 @@ function finish() {
   console.log(`ops_per_s ${(latencies.length / elapsed).toFixed(0)} p50_us ${pct(0.5).toFixed(1)} p99_us ${pct(0.99).toFixed(1)}`);
 }
 
-for (let i = 0; i < concurrency; i++) issue(Buffer.allocUnsafe(4096));
+for (let i = 0; i < concurrency; i++) issue(Buffer.allocUnsafe(readBytes));

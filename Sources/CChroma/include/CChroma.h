@@ -9,11 +9,23 @@ extern _Thread_local void *chroma_tls_loop;
 extern _Thread_local uint64_t chroma_tls_color;
 // Non-zero on a blocking-pool worker thread.
 extern _Thread_local int chroma_tls_pool_worker;
+// Callback passes ended on this thread (see `chroma_set_current_color`).
+extern _Thread_local uint64_t chroma_tls_passes;
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
 static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }
 static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
-static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
+// The color goes back to none (UINT64_MAX) exactly where a pass of callbacks ends: a
+// drain's batch of jobs, or one callback libevent made. Each such end counts one pass, so
+// work that is budgeted per pass (reads served from the page cache on the loop) sees a new
+// pass begin without the loop telling it. Callers passing a job's color (never UINT64_MAX)
+// or the constant none have the test folded away once this is inlined.
+static inline void chroma_set_current_color(uint64_t color) {
+    chroma_tls_color = color;
+    if (color == UINT64_MAX) chroma_tls_passes++;
+}
+// How many passes of callbacks have ended on this thread; changes when a new one begins.
+static inline uint64_t chroma_current_pass(void) { return chroma_tls_passes; }
 static inline int chroma_is_pool_worker(void) { return chroma_tls_pool_worker; }
 static inline void chroma_set_pool_worker(int on) { chroma_tls_pool_worker = on; }
 
@@ -25,6 +37,27 @@ static inline void chroma_cpu_relax(void) {
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
+/// `preadv2(2)` with `RWF_NOWAIT`: reads what the page cache holds of `count` bytes at
+/// `offset` into `buffer`, then of `extraCount` bytes into `extra` (a second buffer, to
+/// see past an expected end in the same call; may be empty), and fails with EAGAIN rather
+/// than wait for the device. Returns the bytes read, or -errno. (Swift's Glibc lacks
+/// `preadv2` and `RWF_NOWAIT`, which need _GNU_SOURCE.)
+long chroma_pread_nowait(int fd, void *buffer, unsigned long count, void *extra, unsigned long extraCount,
+                         int64_t offset);
+
+/// `openat2(2)` of `path` (relative to the working directory) with `flags` and
+/// `RESOLVE_CACHED`: fails with EAGAIN when the lookup would need the device. Returns the
+/// descriptor, or -errno (ENOSYS before Linux 5.6, EINVAL before 5.12).
+int chroma_open_cached(const char *path, int flags);
+
+/// 1 when the kernel knows `RWF_NOWAIT` (an empty pipe read with it fails with EAGAIN),
+/// else 0. Costs a pipe and three system calls.
+int chroma_pread_nowait_supported(void);
+
+/// Drops `fd`'s pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; dirty
+/// pages are written back first only if `fdatasync` ran). Returns 0 or an errno.
+int chroma_drop_cached_pages(int fd);
+
 #endif
 }
 
@@ -43,5 +76,26 @@ int chroma_tcp_nodelay(int fd);
 /// The errno epoll refuses `fd` with (EPERM for regular files and directories), or 0 when
 /// it accepts it; tried on a private epoll instance. (Swift's Glibc has no sys/epoll.h.)
 int chroma_epoll_refusal(int fd);
+
+/// `preadv2(2)` with `RWF_NOWAIT`: reads what the page cache holds of `count` bytes at
+/// `offset` into `buffer`, then of `extraCount` bytes into `extra` (a second buffer, to
+/// see past an expected end in the same call; may be empty), and fails with EAGAIN rather
+/// than wait for the device. Returns the bytes read, or -errno. (Swift's Glibc lacks
+/// `preadv2` and `RWF_NOWAIT`, which need _GNU_SOURCE.)
+long chroma_pread_nowait(int fd, void *buffer, unsigned long count, void *extra, unsigned long extraCount,
+                         int64_t offset);
+
+/// `openat2(2)` of `path` (relative to the working directory) with `flags` and
+/// `RESOLVE_CACHED`: fails with EAGAIN when the lookup would need the device. Returns the
+/// descriptor, or -errno (ENOSYS before Linux 5.6, EINVAL before 5.12).
+int chroma_open_cached(const char *path, int flags);
+
+/// 1 when the kernel knows `RWF_NOWAIT` (an empty pipe read with it fails with EAGAIN),
+/// else 0. Costs a pipe and three system calls.
+int chroma_pread_nowait_supported(void);
+
+/// Drops `fd`'s pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; dirty
+/// pages are written back first only if `fdatasync` ran). Returns 0 or an errno.
+int chroma_drop_cached_pages(int fd);
 
 #endif

@@ -8,7 +8,8 @@ import SystemPackage
 // task cancels the queued job; a call already running finishes and its result is
 // returned), and `ChromaError` when the runtime is not running. The pool's completion runs
 // on the caller's color (or `.main`) and resumes the task on its own executor: on a color
-// executor, that is the same loop.
+// executor, that is the same loop. A read made on a loop that the page cache answers
+// returns at once, without suspending and with no pool job.
 
 extension Files {
     /// `open(2)`; see the callback variant.
@@ -22,9 +23,11 @@ extension Files {
         try await perform { try close(fd, on: $0, completion: $1) }
     }
 
-    /// `pread(2)` of up to `count` bytes; see the callback variant.
+    /// `pread(2)` of up to `count` bytes; see the callback variant. On a loop, bytes the
+    /// page cache holds are returned without suspending.
     public func read(from fd: FileDescriptor, at offset: Int64, count: Int) async throws -> [UInt8] {
-        try await perform { try read(from: fd, at: offset, count: count, on: $0, completion: $1) }
+        if let bytes = try readCachedNow(from: fd, at: offset, count: count) { return bytes }
+        return try await perform { try read(from: fd, at: offset, count: count, on: $0, tryingCache: false, completion: $1) }
     }
 
     /// `pwrite(2)` of all of `bytes`; see the callback variant.
@@ -52,9 +55,11 @@ extension Files {
         try await perform { try truncate(fd, to: size, on: $0, completion: $1) }
     }
 
-    /// The whole file, in one pool job; see the callback variant.
+    /// The whole file, in one pool job; see the callback variant. On a loop, a file the
+    /// page cache holds is returned without suspending.
     public func read(_ path: FilePath, maxBytes: Int = Int(Int32.max)) async throws -> [UInt8] {
-        try await perform { try read(path, maxBytes: maxBytes, on: $0, completion: $1) }
+        if let bytes = try readCachedNow(path, maxBytes: maxBytes) { return bytes }
+        return try await perform { try read(path, maxBytes: maxBytes, on: $0, tryingCache: false, completion: $1) }
     }
 
     /// Writes the whole file, optionally atomically; see the callback variant.

@@ -23,6 +23,10 @@ import SystemPackage
 ///   queue gives `.overloaded`, a cancelled job `.cancelled`.
 /// - One-shot operations (`read(_:)` and `write(_:to:)` of a whole file) are one pool job:
 ///   open, read or write, and close run together on one worker.
+/// - Reads made on a loop (`read(from:at:count:)`, and `read(_:)` of a whole file) first
+///   try the page cache right there, with no pool job; only what needs the device goes to
+///   the pool. The completion is the same either way: queued on `color`, never run inside
+///   the call (see `BlockingPool.Configuration.cachedReads`).
 /// - Bytes read go straight from the kernel into the array the completion receives; bytes
 ///   written are read from the caller's array in place.
 /// - The returned `BlockingJob` cancels the call while it still waits in the queue.
@@ -70,13 +74,31 @@ public struct Files: Sendable {
     @discardableResult
     public func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color = Color.current ?? .main,
                      completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        try read(from: fd, at: offset, count: count, on: color, tryingCache: true, completion: completion)
+    }
+
+    /// `read(from:at:count:on:completion:)`, trying the page cache on the loop first only
+    /// `tryingCache` (the async variant has tried already).
+    func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color, tryingCache: Bool,
+              completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
         if offset < 0 || count < 0 || count > Files.maxReadCount {
             return try submitInvalid("read", color, descriptor: fd,
                                      "offset must not be negative and count must be in 0...\(Files.maxReadCount) (offset \(offset), count \(count))",
                                      completion: completion)
         }
         let lane: BlockingLane = count > FileCalls.shortLaneBytes ? .long : .short
-        return try submit(PreadJob(fd, offset: offset, count: count, lane: lane, color: color, completion: completion), "read")
+        let job = PreadJob(fd, offset: offset, count: count, lane: lane, color: color, completion: completion)
+        let reads = runtime.pool.cachedReads
+        if tryingCache, count <= reads.maxBytes, let slot = reads.admit(cost: count) {
+            try runtime.checkRunning("read")
+            if job.readCached(reads) {
+                reads.hit(slot)
+                try job.postFinishedOnLoop(runtime, operation: "read")
+                return BlockingJob(job: job, pool: runtime.pool)
+            }
+            reads.miss(slot)
+        }
+        return try submit(job, "read")
     }
 
     /// Writes all of `bytes` to `fd` at `offset` (`pwrite(2)`, repeated until done).
@@ -148,7 +170,25 @@ public struct Files: Sendable {
     @discardableResult
     public func read(_ path: FilePath, maxBytes: Int = Int(Int32.max), on color: Color = Color.current ?? .main,
                      completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        try submit(WholeFileRead(path: path, maxBytes: max(0, maxBytes), color: color, completion: completion), "read")
+        try read(path, maxBytes: maxBytes, on: color, tryingCache: true, completion: completion)
+    }
+
+    /// `read(_:maxBytes:on:completion:)`, trying the page cache on the loop first only
+    /// `tryingCache` (the async variant has tried already).
+    func read(_ path: FilePath, maxBytes: Int, on color: Color, tryingCache: Bool,
+              completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        let job = WholeFileRead(path: path, maxBytes: max(0, maxBytes), color: color, completion: completion)
+        let reads = runtime.pool.cachedReads
+        if tryingCache, let slot = reads.admit(cost: 0) {
+            try runtime.checkRunning("read")
+            if job.readCached(reads, slot: slot) {
+                reads.hit(slot)
+                try job.postFinishedOnLoop(runtime, operation: "read")
+                return BlockingJob(job: job, pool: runtime.pool)
+            }
+            reads.miss(slot)
+        }
+        return try submit(job, "read")
     }
 
     /// Writes `bytes` as the whole content of `path`, creating it with `permissions` if
@@ -239,6 +279,60 @@ public struct Files: Sendable {
         }
     }
 
+    // MARK: Reading on the loop
+
+    /// The async reads' fast path: on a loop, the whole descriptor read from the page cache,
+    /// returned at once (its error thrown); nil when it must go to the pool (the pool then
+    /// reads it all again, and reports invalid arguments).
+    func readCachedNow(from fd: FileDescriptor, at offset: Int64, count: Int) throws -> [UInt8]? {
+        guard offset >= 0, count >= 0 else { return nil }
+        let reads = runtime.pool.cachedReads
+        guard count <= reads.maxBytes, let slot = reads.admit(cost: count) else { return nil }
+        try runtime.checkRunning("read")
+        var filled = 0
+        var outcome = CachedReads.Outcome.wouldBlock
+        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
+        let bytes = count == 0 ? [] : [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            outcome = reads.read(fd.rawValue, into: buffer.baseAddress, count: count, offset: offset, filled: &filled)
+            initialized = filled
+        }
+        if count == 0 { outcome = .done }
+        switch outcome {
+        case .wouldBlock:
+            reads.miss(slot)
+            return nil
+        case .done:
+            reads.hit(slot)
+            return bytes
+        case .failed(let code):
+            reads.hit(slot)
+            throw FileCalls.fail("read", fd: fd, errno: code)
+        }
+    }
+
+    /// The async whole-file read's fast path: the file from the page cache, returned at once
+    /// (its error thrown); nil when it must go to the pool.
+    func readCachedNow(_ path: FilePath, maxBytes: Int) throws -> [UInt8]? {
+        let reads = runtime.pool.cachedReads
+        guard let slot = reads.admit(cost: 0) else { return nil }
+        try runtime.checkRunning("read")
+        switch path.withPlatformString({ reads.readWholeFile($0, refuseAbove: max(0, maxBytes), slot: slot) }) {
+        case .contents(let bytes, _):
+            reads.hit(slot)
+            return bytes
+        case .failed(let code):
+            reads.hit(slot)
+            throw FileCalls.fail("read", path: path, errno: code)
+        case .open(let fd, _):
+            _ = Glibc.close(fd)
+            reads.miss(slot)
+            return nil
+        case .directory, .notRegular, .needsPool:
+            reads.miss(slot)
+            return nil
+        }
+    }
+
     // MARK: Submitting
 
     /// Queues `call` on the pool; its result, or the pool's refusal, goes to `completion`
@@ -263,53 +357,6 @@ public struct Files: Sendable {
                                             completion: @escaping Completion<T>) throws(ChromaError) -> BlockingJob {
         try submit(operation, .short, color, path: path, descriptor: descriptor, completion: completion) { () throws(FileError) -> T in
             throw FileError(operation: String(describing: operation), path: path, descriptor: descriptor, code: .invalidArgument(detail))
-        }
-    }
-}
-
-/// A whole-file read, in one or two steps: in the short lane, open and fstat, and the read
-/// itself if the file is small; a big file is closed and continues in the long lane, where
-/// it is opened again (a read waiting for the long lane holds no descriptor).
-private final class WholeFileRead: FileJob<[UInt8]>, @unchecked Sendable {
-    // Safe to share: the pool runs a job's steps one at a time and hands it from worker to
-    // worker under its lock, which orders the steps' accesses to `demoted`.
-    private let maxBytes: Int
-    @exclusivity(unchecked) private var demoted = false
-
-    init(path: FilePath, maxBytes: Int, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
-        self.maxBytes = maxBytes
-        super.init("read", .short, color, path: path, descriptor: nil, completion: completion)
-    }
-
-    override func run() -> Bool {
-        do throws(FileError) {
-            guard let bytes = try step() else { return false }
-            result = .success(bytes)
-        } catch {
-            result = .failure(error)
-        }
-        return true
-    }
-
-    /// Returns the bytes, or nil to continue in the long lane.
-    private func step() throws(FileError) -> [UInt8]? {
-        let path = self.path!
-        let fd = try FileCalls.open(path, O_RDONLY | O_NONBLOCK, nil, operation: "read")
-        do throws(FileError) {
-            let st = try FileCalls.rawStat(fd, operation: "read", path: path, reportFD: false)
-            let size = Int(st.st_size)
-            if size > maxBytes { throw FileCalls.fail("read", path: path, errno: EFBIG) }
-            if !demoted && (st.st_mode & S_IFMT) == S_IFREG && size > FileCalls.shortLaneBytes {
-                demoted = true
-                _ = Glibc.close(fd.rawValue)
-                return nil
-            }
-            let bytes = try FileCalls.readToEnd(fd, sizeHint: size, limit: maxBytes, path: path)
-            try FileCalls.close(fd, operation: "read.close", path: path, reportFD: false)
-            return bytes
-        } catch {
-            if error.operation != "read.close" { _ = Glibc.close(fd.rawValue) }
-            throw error
         }
     }
 }

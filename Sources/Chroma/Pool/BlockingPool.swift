@@ -34,12 +34,13 @@ import Glibc
 /// Threading: every method may be called from any thread.
 public final class BlockingPool: @unchecked Sendable {
     // Safe to share: every mutable field is read and written with `lock` held, except
-    // `configuration` (immutable) and `runtime` (set once at init, and alive while any
-    // worker runs: each worker thread holds a strong reference). The lock is also why the
+    // `configuration` and `cachedReads` (immutable; the latter thread-safe itself), and
+    // `runtime` (set once by the runtime's init, before any thread starts, and alive while
+    // any worker runs: each worker thread holds a strong reference). The lock is also why the
     // fields are `@exclusivity(unchecked)`: accesses cannot overlap, and the dynamic checks
     // were a measurable share of each job's cost.
 
-    /// The pool's size and limits.
+    /// The pool's size and limits, and which reads skip it.
     public struct Configuration: Sendable, Equatable {
         /// Worker threads, at most. Default: max(2, online CPUs).
         public var workers: Int
@@ -47,12 +48,31 @@ public final class BlockingPool: @unchecked Sendable {
         public var queueCapacity: Int
         /// Workers that may run long-lane jobs at once. Default: max(1, workers / 2).
         public var longLaneWorkers: Int
+        /// Whether file reads made on a loop first try the page cache right there, with no
+        /// pool job: descriptor reads (`RWF_NOWAIT`) and whole-file reads (a cached open,
+        /// `fstat`, and such a read). Only a read that needs the device goes to the pool.
+        /// Completions are the same either way: queued on the caller's color, never run
+        /// inside the call. Default true; off by itself on kernels without `RWF_NOWAIT`.
+        public var cachedReads: Bool
+        /// The largest read tried on the loop, in bytes; bigger ones go to the pool.
+        /// Default 64 KiB, at most 1 MiB.
+        public var cachedReadMaxBytes: Int
+        /// The bytes each loop may read on the loop per pass (a drain's batch of callbacks,
+        /// or one socket or timer callback; each read counts at least 4 KiB); past that,
+        /// reads go to the pool for the rest of the pass, so the loop gets back to its
+        /// sockets. Default 16 MiB: as many 4 KiB reads as a drain runs callbacks anyway,
+        /// so only bigger reads meet it. At least `cachedReadMaxBytes`.
+        public var cachedReadBytesPerPass: Int
 
         /// The defaults, with any of them overridden.
-        public init(workers: Int = max(2, Runtime.onlineCPUCount), queueCapacity: Int = 4096, longLaneWorkers: Int? = nil) {
+        public init(workers: Int = max(2, Runtime.onlineCPUCount), queueCapacity: Int = 4096, longLaneWorkers: Int? = nil,
+                    cachedReads: Bool = true, cachedReadMaxBytes: Int = 64 << 10, cachedReadBytesPerPass: Int = 16 << 20) {
             self.workers = workers
             self.queueCapacity = queueCapacity
             self.longLaneWorkers = longLaneWorkers ?? max(1, workers / 2)
+            self.cachedReads = cachedReads
+            self.cachedReadMaxBytes = cachedReadMaxBytes
+            self.cachedReadBytesPerPass = cachedReadBytesPerPass
         }
 
         func validate() throws(ChromaError) {
@@ -66,6 +86,14 @@ public final class BlockingPool: @unchecked Sendable {
                 throw .invalidArgument(operation: "BlockingPool",
                                        detail: "longLaneWorkers must be in 1...workers (\(workers)), got \(longLaneWorkers)")
             }
+            guard cachedReadMaxBytes >= 0, cachedReadMaxBytes <= FileCalls.shortLaneBytes else {
+                throw .invalidArgument(operation: "BlockingPool",
+                                       detail: "cachedReadMaxBytes must be in 0...\(FileCalls.shortLaneBytes), got \(cachedReadMaxBytes)")
+            }
+            guard cachedReadBytesPerPass >= max(cachedReadMaxBytes, CachedReads.minimumCost) else {
+                throw .invalidArgument(operation: "BlockingPool",
+                                       detail: "cachedReadBytesPerPass must be at least cachedReadMaxBytes and 4096, got \(cachedReadBytesPerPass)")
+            }
         }
     }
 
@@ -73,6 +101,8 @@ public final class BlockingPool: @unchecked Sendable {
     public let configuration: Configuration
     /// Set once by the runtime at the end of its init, before any submission.
     unowned(unsafe) private(set) var runtime: Runtime!
+    /// Reads answered from the page cache on the loop.
+    let cachedReads: CachedReads
 
     private let lock = Lock(adaptive: true)
     @exclusivity(unchecked) private var short = Deque<PoolJob>()
@@ -93,13 +123,17 @@ public final class BlockingPool: @unchecked Sendable {
     /// Returns from a worker's condition wait: with wake-one signalling, one per job
     /// that found an idle worker (tests check there is no herd).
     @exclusivity(unchecked) private var wakeups = 0
+    /// Jobs submitted, refused ones included (tests check that a cached read made none).
+    @exclusivity(unchecked) private var submissions = 0
 
     init(configuration: Configuration) {
         self.configuration = configuration
+        cachedReads = CachedReads(configuration: configuration)
     }
 
     func attach(_ runtime: Runtime) {
         self.runtime = runtime
+        cachedReads.attach(runtime)
     }
 
     private final class Worker: @unchecked Sendable {
@@ -124,6 +158,7 @@ public final class BlockingPool: @unchecked Sendable {
             throw .shutDown(operation: String(describing: operation))
         }
         unposted += 1
+        submissions += 1
         if queued >= configuration.queueCapacity {
             lock.unlock()
             job.state = .finished
@@ -363,6 +398,17 @@ public final class BlockingPool: @unchecked Sendable {
 
     /// Jobs cancelled because they were still queued when the pool closed.
     var cancelledByShutdown: Int { lock.withLock { cancelledAtShutdown } }
+
+    /// Jobs submitted so far, refused ones included.
+    var submittedJobs: Int { lock.withLock { submissions } }
+
+    /// How reads tried the page cache on the loops (see `Configuration.cachedReads`), all
+    /// loops together or loop `loop`'s. Any thread; the counts are each loop's own,
+    /// read without stopping it.
+    @_spi(CachedReads)
+    public func cachedReadCounts(loop: Int? = nil) -> CachedReadCounts {
+        cachedReads.counts(loop: loop)
+    }
 
     /// How many times a sleeping worker woke up (see `wakeups`).
     var workerWakeups: Int { lock.withLock { wakeups } }

@@ -33,7 +33,8 @@ enum PoolRefusal: Sendable {
 class PoolJob: @unchecked Sendable {
     // Safe to share: `state`, `sequence` and `lane` are read and written only with the
     // pool's lock held (`lane` also by the worker running the job, which alone may change
-    // it). Subclasses' results are written by the one thread that holds the job in its
+    // it), except by a loop that finished the job itself before handing it out
+    // (`postFinishedOnLoop`). Subclasses' results are written by the one thread that holds the job in its
     // current state (the worker running it, or the thread that refused it) before the job
     // is posted to its loop, and read there afterwards: the mailbox slot's release store
     // and the loop's acquire load of it order the two.
@@ -72,6 +73,20 @@ class PoolJob: @unchecked Sendable {
         Job(color: color.rawValue, function: { raw in
             Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
         }, context: Unmanaged.passRetained(self).toOpaque())
+    }
+
+    /// For a job a loop ran itself (a read the page cache answered), before it is handed
+    /// out: marks it finished (so `BlockingJob.cancel()` finds nothing to cancel) and
+    /// queues its completion on its color the way the pool posts one, so the completion
+    /// runs later, never inside the caller's call. Throws `.shutDown` when the color's
+    /// loop has closed for shutdown; then the completion will never run.
+    final func postFinishedOnLoop(_ runtime: Runtime, operation: StaticString) throws(ChromaError) {
+        state = .finished
+        if !runtime.cores[runtime.loopIndex(of: color)].enqueue(completionJob()) {
+            // A refused function job is ours again, with the reference it held.
+            Unmanaged.passUnretained(self).release()
+            throw .shutDown(operation: String(describing: operation))
+        }
     }
 }
 
@@ -178,14 +193,17 @@ final class FileCallJob<T: Sendable>: FileJob<T>, @unchecked Sendable {
 /// on the worker and freed on the loop would miss that cache every time (cross-arena
 /// frees on the loop).
 final class PreadJob: PoolJob, @unchecked Sendable {
-    // Safe to share: see `PoolJob`; `buffer` is touched by the submitter before submission,
-    // then only by the worker running the job, then by the completion (the lock handoffs
-    // order the three).
+    // Safe to share: see `PoolJob`; `buffer` and `filled` are touched by the submitter
+    // before submission (which may read part of it from the page cache first), then only
+    // by the worker running the job, then by the completion (the lock and mailbox
+    // handoffs order the three).
     private let fd: FileDescriptor
     private let offset: Int64
     private let count: Int
     private let completion: Files.Completion<[UInt8]>
     @exclusivity(unchecked) private var buffer: [UInt8]
+    /// Bytes already in `buffer`: the part a read on the loop found cached.
+    @exclusivity(unchecked) private var filled = 0
     @exclusivity(unchecked) private var failure: FileError?
 
     init(_ fd: FileDescriptor, offset: Int64, count: Int, lane: BlockingLane, color: Color, completion: @escaping Files.Completion<[UInt8]>) {
@@ -201,15 +219,38 @@ final class PreadJob: PoolJob, @unchecked Sendable {
     }
 
     override func run() -> Bool {
-        let fd = self.fd, offset = self.offset, count = self.count
+        let fd = self.fd, offset = self.offset, start = filled
         var error: Int32 = 0
-        let filled = buffer.withUnsafeMutableBytes { raw in FileCalls.preadFully(fd, into: raw, offset: offset, errno: &error) }
+        let read = buffer.withUnsafeMutableBytes { raw in
+            FileCalls.preadFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[start...]), offset: offset + Int64(start), errno: &error)
+        }
+        finish(filled: start + read, errno: error)
+        return true
+    }
+
+    /// Loop thread, before submission: reads what the page cache holds. True when that
+    /// finished the read (with its bytes or its error); false when the rest needs the pool,
+    /// which continues where this stopped.
+    func readCached(_ reads: CachedReads) -> Bool {
+        var filled = self.filled
+        let outcome = buffer.withUnsafeMutableBytes { raw in
+            reads.read(fd.rawValue, into: raw.baseAddress, count: count, offset: offset, filled: &filled)
+        }
+        self.filled = filled
+        switch outcome {
+        case .wouldBlock: return false
+        case .done: finish(filled: filled, errno: 0)
+        case .failed(let code): finish(filled: filled, errno: code)
+        }
+        return true
+    }
+
+    private func finish(filled: Int, errno error: Int32) {
         if error != 0 {
             failure = FileCalls.fail("read", fd: fd, errno: error)
         } else if filled < count {
             buffer.removeLast(count - filled)
         }
-        return true
     }
 
     override func refuse(_ refusal: PoolRefusal) {
@@ -221,8 +262,10 @@ final class PreadJob: PoolJob, @unchecked Sendable {
         if let failure {
             completion(.failure(failure))
         } else {
-            completion(.success(buffer))
-            buffer = []
+            // Handed over, not shared: the completion holds the only reference to the bytes.
+            var bytes: [UInt8] = []
+            swap(&bytes, &buffer)
+            completion(.success(bytes))
         }
     }
 }
