@@ -9,20 +9,19 @@ extern _Thread_local void *chroma_tls_loop;
 extern _Thread_local uint64_t chroma_tls_color;
 // Non-zero on a blocking-pool worker thread.
 extern _Thread_local int chroma_tls_pool_worker;
-// Callback passes ended on this thread (see `chroma_set_current_color`).
+// Passes of callbacks ended on this thread (see `chroma_end_pass`).
 extern _Thread_local uint64_t chroma_tls_passes;
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
 static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }
 static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
-// The color goes back to none (UINT64_MAX) exactly where a pass of callbacks ends: a
-// drain's batch of jobs, or one callback libevent made. Each such end counts one pass, so
-// work that is budgeted per pass (reads served from the page cache on the loop) sees a new
-// pass begin without the loop telling it. Callers passing a job's color (never UINT64_MAX)
-// or the constant none have the test folded away once this is inlined.
-static inline void chroma_set_current_color(uint64_t color) {
-    chroma_tls_color = color;
-    if (color == UINT64_MAX) chroma_tls_passes++;
+static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
+// Ends a pass of callbacks (a drain's batch of jobs, or one callback libevent made; Swift's
+// `Callback` calls it): no color is current any more, and the pass count moves on, so work
+// budgeted per pass (reads served from the page cache on the loop) sees a new pass begin.
+static inline void chroma_end_pass(void) {
+    chroma_tls_color = UINT64_MAX;
+    chroma_tls_passes++;
 }
 // How many passes of callbacks have ended on this thread; changes when a new one begins.
 static inline uint64_t chroma_current_pass(void) { return chroma_tls_passes; }

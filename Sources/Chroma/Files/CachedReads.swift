@@ -17,7 +17,7 @@ import Synchronization
 ///   only sends that call to the pool, which reports the real outcome.
 /// - **Capped.** A read above `maxBytes` goes to the pool, and each loop reads at most
 ///   `bytesPerPass` bytes inline per pass of callbacks (a drain's batch of jobs, or one
-///   callback libevent made; see `chroma_current_pass`), so a burst of cached reads cannot
+///   callback libevent made; `Callback` ends each), so a burst of cached reads cannot
 ///   hold the loop off its sockets. Each call counts at least 4 KiB: the system call is
 ///   most of a small read's cost.
 /// - **Same results.** The completion is queued on the caller's color exactly as the

@@ -3,7 +3,8 @@ import CChroma
 /// Where every callback starts and ends: the one place that sets `Color.current` for user
 /// code and clears it after. Queued jobs (closures, C functions, Swift executor jobs),
 /// timers, watches, connections, listeners and HTTP handlers all start here, so whatever
-/// must see each callback (priorities, moving colors, stall detection) hooks in here alone.
+/// must see each callback (priorities, moving colors, stall detection, budgets per pass of
+/// callbacks) hooks in here alone.
 ///
 /// Two shapes, one rule:
 /// - `run(as:_:)` for a callback libevent calls on its own (an fd, a timer): start, run, end.
@@ -19,11 +20,12 @@ enum Callback {
     /// `Concurrency/`. Arguments: the job, and its tagged executor pointer.
     typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
 
-    /// Runs `body` as `color`, then clears the current color. Loop thread only.
+    /// Runs `body` as `color`, then clears the current color and ends the pass. Loop thread
+    /// only.
     @inlinable @inline(__always) static func run(as color: Color, _ body: () -> Void) {
         chroma_set_current_color(color.rawValue)
         body()
-        chroma_set_current_color(Color.noneRawValue)
+        chroma_end_pass()
     }
 
     /// Runs the job in `slot` as its color, leaving the slot uninitialized; the color stays
@@ -49,8 +51,10 @@ enum Callback {
         }
     }
 
-    /// Ends a batch of `run(job:)` calls: no color is current any more.
+    /// Ends a batch of `run(job:)` calls: no color is current any more, and a new pass of
+    /// callbacks begins (what is budgeted per pass, such as reads from the page cache on
+    /// the loop, starts afresh; see `CachedReads`).
     @inline(__always) static func endBatch() {
-        chroma_set_current_color(Color.noneRawValue)
+        chroma_end_pass()
     }
 }
