@@ -1,4 +1,4 @@
-@_spi(Engine) import Chroma
+@_spi(Engine) @_spi(CachedReads) import Chroma
 import Glibc
 import SystemPackage
 
@@ -85,38 +85,48 @@ final class FileServer: @unchecked Sendable {
         return caches[index]
     }
 
-    /// Reads the file (or opens it, when too big to cache) on the pool.
+    /// Reads the file (or opens it, when too big to cache): from the page cache right here
+    /// when it holds everything needed, else on the pool.
     private func load(_ relative: String, _ request: HTTPRequest, _ cache: FileCache) {
         let path = fullPath(relative), limit = files.cacheMaxFileSize
+        if let result = FileLoad.fromPageCache(runtime.files, path: path, cacheLimit: limit) {
+            return finish(result, relative, request, cache)
+        }
         do {
             try runtime.blocking(on: request.color, lane: .short) {
                 try FileLoad.run(path: path, cacheLimit: limit)
             } completion: { [self] result in
                 precondition(cache === self.cache(for: request))
-                switch result {
-                case .success(.cached(let bytes, let identity)):
-                    let entry = CachedFile(bytes: bytes, identity: identity, contentType: StaticPath.contentType(of: relative))
-                    cache.insert(entry, for: relative, capacity: files.cacheCapacity)
-                    send(entry, request)
-                case .success(.open(let fd, let size)):
-                    request.exchange.respondFile(status: 200, headers: [("Content-Type", StaticPath.contentType(of: relative))],
-                                                 fd: fd, offset: 0, length: size)
-                case .success(.directory):
-                    // A directory named by a path without its slash: redirect. One named by
-                    // a path with it (its "index.html" is itself a directory): nothing to serve.
-                    if request.path.hasSuffix("/") {
-                        answer(request, .notFound)
-                    } else {
-                        redirect(request, to: request.path + "/")
-                    }
-                case .success(.notRegular):
-                    answer(request, .notFound)
-                case .failure(let error):
-                    answer(request, FileLoad.status(for: error))
-                }
+                finish(result.mapError { $0 }, relative, request, cache)
             }
         } catch {
             answer(request, .serviceUnavailable)
+        }
+    }
+
+    /// Answers with what `load` found, and caches a small file. On the request's loop.
+    private func finish(_ result: Result<FileLoad.Outcome, any Error>, _ relative: String, _ request: HTTPRequest,
+                        _ cache: FileCache) {
+        switch result {
+        case .success(.cached(let bytes, let identity)):
+            let entry = CachedFile(bytes: bytes, identity: identity, contentType: StaticPath.contentType(of: relative))
+            cache.insert(entry, for: relative, capacity: files.cacheCapacity)
+            send(entry, request)
+        case .success(.open(let fd, let size)):
+            request.exchange.respondFile(status: 200, headers: [("Content-Type", StaticPath.contentType(of: relative))],
+                                         fd: fd, offset: 0, length: size)
+        case .success(.directory):
+            // A directory named by a path without its slash: redirect. One named by
+            // a path with it (its "index.html" is itself a directory): nothing to serve.
+            if request.path.hasSuffix("/") {
+                answer(request, .notFound)
+            } else {
+                redirect(request, to: request.path + "/")
+            }
+        case .success(.notRegular):
+            answer(request, .notFound)
+        case .failure(let error):
+            answer(request, FileLoad.status(for: error))
         }
     }
 
@@ -182,6 +192,14 @@ struct FileIdentity: Sendable, Equatable {
         modifiedNanoseconds = info.st_mtim.tv_nsec
         inode = UInt64(info.st_ino)
         device = UInt64(info.st_dev)
+    }
+
+    init(_ info: FileInfo) {
+        size = Int(info.size)
+        modifiedSeconds = Int(info.modified.seconds)
+        modifiedNanoseconds = Int(info.modified.nanoseconds)
+        inode = info.inode
+        device = info.device
     }
 }
 
@@ -262,6 +280,23 @@ enum FileLoad {
         var identity = FileIdentity(info)
         identity.size = bytes.count
         return .cached(bytes, identity)
+    }
+
+    /// The same work done on the loop from the page cache (`Files.loadCached`), never
+    /// waiting for the device; nil when it must go to the pool (then nothing was left open).
+    static func fromPageCache(_ files: Files, path: String, cacheLimit: Int) -> Result<Outcome, any Error>? {
+        switch files.loadCached(path, cacheLimit: cacheLimit) {
+        case .contents(let bytes, let info):
+            var identity = FileIdentity(info)
+            identity.size = bytes.count
+            return .success(.cached(bytes, identity))
+        case .open(let fd, let info): return .success(.open(fd, Int(info.size)))
+        case .directory: return .success(.directory)
+        case .notRegular: return .success(.notRegular)
+        case .failed(let code):
+            return .failure(FileError(operation: "open", path: FilePath(path), code: .system(Errno(rawValue: code))))
+        case .needsPool: return nil
+        }
     }
 
     static func identity(path: String) throws(FileError) -> FileIdentity {

@@ -28,27 +28,6 @@ final class CachedReadTests: XCTestCase {
 
     // MARK: Helpers
 
-    /// A fresh directory on a file system that serves `RWF_NOWAIT` reads (tmpfs refuses
-    /// them): the first of the system's temporary directory, the working directory's
-    /// `.build`, or the home directory that does.
-    private func noWaitDirectory() throws -> FilePath {
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/"
-        for parent in ["/tmp", FileManager.default.currentDirectoryPath + "/.build", home] {
-            var template = Array("\(parent)/chroma-cached-XXXXXX".utf8CString)
-            guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { continue }
-            let made = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            let probe = made + "/probe"
-            try Data(repeating: 1, count: 4096).write(to: URL(fileURLWithPath: probe))
-            let fd = open(probe, O_RDONLY | O_CLOEXEC)
-            var byte: UInt8 = 0
-            let n = fd < 0 ? -1 : chroma_pread_nowait(fd, &byte, 1, nil, 0, 0)
-            if fd >= 0 { close(fd) }
-            if n == 1 { return FilePath(made) }
-            try? FileManager.default.removeItem(atPath: made)
-        }
-        throw TimedOut(what: "a directory whose file system serves RWF_NOWAIT reads")
-    }
-
     private func runtime(_ configuration: BlockingPool.Configuration = .init()) throws -> Runtime {
         let runtime = try Runtime(loops: 2, pool: configuration)
         try runtime.start()
