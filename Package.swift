@@ -28,9 +28,10 @@ let package = Package(
             pkgConfig: "libevent_pthreads",
             providers: [.apt(["libevent-dev"])]
         ),
-        // What Swift cannot express: real `_Thread_local`s (the current loop, color and pool
-        // worker), and calls that need `_GNU_SOURCE` or awkward C macros (CPU pinning, thread
-        // names, a CPU pause, TCP_NODELAY, an epoll probe).
+        // What Swift cannot express: real `_Thread_local`s (the current loop, color, pool
+        // worker and callback passes), and calls that need `_GNU_SOURCE` or awkward C macros
+        // (CPU pinning, thread names, a CPU pause, TCP_NODELAY, an epoll probe, preadv2 with
+        // RWF_NOWAIT, openat2 with RESOLVE_CACHED).
         .target(name: "CChroma"),
         .target(
             name: "Chroma",

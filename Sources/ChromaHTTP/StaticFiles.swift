@@ -50,8 +50,7 @@ final class FileServer: @unchecked Sendable {
         self.files = files
         self.runtime = runtime
         caches = (0..<runtime.loopCount).map { _ in FileCache() }
-        let (seconds, attoseconds) = files.revalidateAfter.components
-        revalidateNanoseconds = seconds < 0 ? 0 : UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        revalidateNanoseconds = files.revalidateAfter < .zero ? 0 : files.revalidateAfter.chromaNanoseconds ?? .max
     }
 
     /// On the request's connection color: answers `relativePath` (percent-encoded, below

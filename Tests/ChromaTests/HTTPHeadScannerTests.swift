@@ -21,6 +21,19 @@ final class HTTPHeadScannerTests: XCTestCase {
         XCTAssertFalse(scanner.isTooLarge)
     }
 
+    func testEmptyLinesBeforeTheRequestLineAreNotTheHeadsEnd() {
+        for prefix in ["\r\n", "\n", "\r\n\r\n"] {
+            let request = Array(prefix.utf8) + crlfHead + body
+            for cut in 0...request.count {
+                let scanner = scanned([request[..<cut], request[cut...]])
+                XCTAssertTrue(scanner.isComplete, "prefix \(prefix.utf8.count) bytes, cut at \(cut)")
+                XCTAssertEqual(scanner.length, prefix.utf8.count + crlfHead.count, "prefix \(prefix.utf8.count) bytes, cut at \(cut)")
+            }
+        }
+        // Counted against the limit like the rest of the head.
+        XCTAssertTrue(scanned([ArraySlice(Array("\r\n".utf8) + crlfHead)], limit: crlfHead.count).isTooLarge)
+    }
+
     func testAHeadSplitInTwoReadsAtEveryByteEndsAtTheSamePlace() {
         let request = crlfHead + body
         for cut in 0...request.count {

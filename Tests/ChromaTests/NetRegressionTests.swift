@@ -13,7 +13,8 @@ final class NetRegressionTests: XCTestCase {
             runtime.spawn(on: connection.color) {
                 // The reader starts late: only once the connection (on this color) has read
                 // both lines and the FIN.
-                while !connection.inputEnded { try await runtime.sleep(for: .milliseconds(2)) }
+                let deadline = ContinuousClock.now + .seconds(hangTimeout)
+                while !connection.inputEnded && ContinuousClock.now < deadline { try await runtime.sleep(for: .milliseconds(2)) }
                 for await line in connection.lines() { got.withLock { $0.append(String(decoding: line, as: UTF8.self)) } }
                 connection.close()
                 return 0

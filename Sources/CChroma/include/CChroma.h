@@ -36,27 +36,6 @@ static inline void chroma_cpu_relax(void) {
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
-/// `preadv2(2)` with `RWF_NOWAIT`: reads what the page cache holds of `count` bytes at
-/// `offset` into `buffer`, then of `extraCount` bytes into `extra` (a second buffer, to
-/// see past an expected end in the same call; may be empty), and fails with EAGAIN rather
-/// than wait for the device. Returns the bytes read, or -errno. (Swift's Glibc lacks
-/// `preadv2` and `RWF_NOWAIT`, which need _GNU_SOURCE.)
-long chroma_pread_nowait(int fd, void *buffer, unsigned long count, void *extra, unsigned long extraCount,
-                         int64_t offset);
-
-/// `openat2(2)` of `path` (relative to the working directory) with `flags` and
-/// `RESOLVE_CACHED`: fails with EAGAIN when the lookup would need the device. Returns the
-/// descriptor, or -errno (ENOSYS before Linux 5.6, EINVAL before 5.12).
-int chroma_open_cached(const char *path, int flags);
-
-/// 1 when the kernel knows `RWF_NOWAIT` (an empty pipe read with it fails with EAGAIN),
-/// else 0. Costs a pipe and three system calls.
-int chroma_pread_nowait_supported(void);
-
-/// Drops `fd`'s pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; dirty
-/// pages are written back first only if `fdatasync` ran). Returns 0 or an errno.
-int chroma_drop_cached_pages(int fd);
-
 #endif
 }
 
@@ -89,8 +68,9 @@ long chroma_pread_nowait(int fd, void *buffer, unsigned long count, void *extra,
 /// descriptor, or -errno (ENOSYS before Linux 5.6, EINVAL before 5.12).
 int chroma_open_cached(const char *path, int flags);
 
-/// 1 when the kernel knows `RWF_NOWAIT` (an empty pipe read with it fails with EAGAIN),
-/// else 0. Costs a pipe and three system calls.
+/// 1 when the kernel knows `RWF_NOWAIT` (an empty pipe read with it fails with EAGAIN, or,
+/// on kernels whose pipes refuse it, a read of the running executable with it succeeds),
+/// else 0. A few system calls, once per process.
 int chroma_pread_nowait_supported(void);
 
 /// Drops `fd`'s pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; dirty

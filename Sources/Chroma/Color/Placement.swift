@@ -19,7 +19,7 @@ import Synchronization
 /// is encoded in the number), and each loop's own color (`loopColor(_:)`) sits at 2⁶¹ and up.
 /// Colors written by hand (`Color(7)`) are expected below 2³².
 ///
-/// Threading: immutable but for two atomic counters; any thread.
+/// Threading: immutable but for atomic counters; any thread.
 @usableFromInline
 struct Placement: ~Copyable {
     /// How many loops there are.
@@ -27,7 +27,10 @@ struct Placement: ~Copyable {
     /// `loopCount - 1` when the count is a power of two, else -1.
     @usableFromInline let loopMask: Int
     private let nextFresh = Atomic<UInt64>(Placement.freshBase)
-    private let nextOnLoop = Atomic<UInt64>(0)
+    /// One counter per loop for `makeColor(onLoop:)`, each on its own cache line: loops
+    /// accepting connections at once never share one.
+    private let nextOnLoop: UnsafeMutablePointer<Atomic<UInt64>>
+    private static var counterStride: Int { 64 / MemoryLayout<Atomic<UInt64>>.stride }
     /// The first color `makeColor(onLoop:)` hands out: the first multiple of `loopCount` from
     /// 2⁴⁰, so that adding a loop's index gives a color that loop owns.
     private let onLoopBase: UInt64
@@ -42,6 +45,15 @@ struct Placement: ~Copyable {
         loopMask = loopCount & (loopCount - 1) == 0 ? loopCount - 1 : -1
         onLoopBase = Placement.multiple(of: loopCount, from: 1 << 40)
         loopColorBase = Placement.multiple(of: loopCount, from: 1 << 61)
+        let count = loopCount * Placement.counterStride
+        nextOnLoop = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Atomic<UInt64>>.stride, alignment: 64)
+            .bindMemory(to: Atomic<UInt64>.self, capacity: count)
+        for i in 0..<count { (nextOnLoop + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        nextOnLoop.deinitialize(count: loopCount * Placement.counterStride)
+        UnsafeMutableRawPointer(nextOnLoop).deallocate()
     }
 
     /// The index of the loop that runs `color` now. One mask (or one division) on the hot path.
@@ -64,7 +76,7 @@ struct Placement: ~Copyable {
     /// A color no other call has returned, owned by loop `index`.
     func makeColor(onLoop index: Int) -> Color {
         precondition(index >= 0 && index < loopCount, "makeColor(onLoop:): no loop \(index)")
-        let n = nextOnLoop.add(1, ordering: .relaxed).oldValue
+        let n = nextOnLoop[index * Placement.counterStride].add(1, ordering: .relaxed).oldValue
         return Color(unchecked: onLoopBase + n * UInt64(loopCount) + UInt64(index))
     }
 

@@ -18,6 +18,14 @@ import Glibc
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }
 
+/// Seconds since the Unix epoch on CLOCK_REALTIME_COARSE: for a `Date` header remade once
+/// a second.
+@_spi(Engine) public func coarseRealtimeSeconds() -> Int {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME_COARSE, &now)
+    return now.tv_sec
+}
+
 extension Duration {
     /// The duration in whole nanoseconds, or nil when negative or beyond UInt64.
     @_spi(Engine) public var chromaNanoseconds: UInt64? {

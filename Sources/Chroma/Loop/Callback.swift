@@ -21,11 +21,17 @@ enum Callback {
     typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
 
     /// Runs `body` as `color`, then clears the current color and ends the pass. Loop thread
-    /// only.
+    /// only. Called inside another callback (a job that starts a connection's first
+    /// callback), it restores that callback's color afterwards instead, and the pass goes on.
     @inlinable @inline(__always) static func run(as color: Color, _ body: () -> Void) {
+        let outer = chroma_current_color()
         chroma_set_current_color(color.rawValue)
         body()
-        chroma_end_pass()
+        if outer == Color.noneRawValue {
+            chroma_end_pass()
+        } else {
+            chroma_set_current_color(outer)
+        }
     }
 
     /// Runs the job in `slot` as its color, leaving the slot uninitialized; the color stays

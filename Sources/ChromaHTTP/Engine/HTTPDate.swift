@@ -1,19 +1,19 @@
+@_spi(Engine) import Chroma
 import CLibevent
 import Glibc
 
 /// The `Date` header for one loop's answers, formatted once a second. evhttp formats it
-/// for every answer that lacks one (gmtime and a printf: 3,300 instructions per request in
-/// callgrind, a tenth of evhttp's whole cost for `/hello`), as nginx does not. Loop thread.
+/// for every answer that lacks one (gmtime and a printf, a tenth of evhttp's whole cost for
+/// `/hello`; BENCHMARKS.md), as nginx does not. Loop thread.
 final class HTTPDate {
     private var second = -1
     private var text = [CChar](repeating: 0, count: 40)
 
     func add(to headers: UnsafeMutablePointer<evkeyvalq>?) {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME_COARSE, &now)
-        if now.tv_sec != second {
-            second = now.tv_sec
-            var seconds = now.tv_sec
+        let now = coarseRealtimeSeconds()
+        if now != second {
+            second = now
+            var seconds = now
             var parts = tm()
             gmtime_r(&seconds, &parts)
             // strftime's names come from the C locale, which Chroma never changes.

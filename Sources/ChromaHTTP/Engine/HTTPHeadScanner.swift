@@ -17,6 +17,9 @@ struct HTTPHeadScanner {
     private(set) var isComplete = false
     /// Where the bytes seen so far leave a blank line in the making.
     private var position = Position.lineStart
+    /// A byte other than a line end was seen: the request line began. Before it, empty
+    /// lines are skipped (as evhttp does), not taken for the head's end.
+    private var started = false
 
     private enum Position {
         /// Inside a line: a blank line needs a line end first.
@@ -40,6 +43,7 @@ struct HTTPHeadScanner {
         length = 0
         isComplete = false
         position = .lineStart
+        started = false
     }
 
     /// Scans `bytes`, the ones that came next, up to the head's end if it is in them.
@@ -56,6 +60,12 @@ struct HTTPHeadScanner {
             }
             let byte = bytes[i]
             i += 1
+            if !started {
+                if byte == 0x0A || byte == 0x0D { continue }  // an empty line before the request line
+                started = true
+                position = .inLine
+                continue
+            }
             if byte == 0x0A {
                 length += i
                 isComplete = true
