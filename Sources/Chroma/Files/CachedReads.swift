@@ -92,20 +92,11 @@ final class CachedReads: @unchecked Sendable {
     /// True while the fast path may be tried at all.
     var isEnabled: Bool { enabled.load(ordering: .relaxed) }
 
-    /// The index of the loop running on this thread, if it is one of this runtime's.
-    @inline(__always) private func currentLoopIndex() -> Int? {
-        guard let raw = chroma_current_loop() else { return nil }
-        let index = raw.assumingMemoryBound(to: LoopCore.LocalQueue.self).pointee.loop._withUnsafeGuaranteedRef { $0.index }
-        let runtime = self.runtime.unsafelyUnwrapped
-        guard index < runtime.loopCount, runtime.cores[index].identity == raw else { return nil }
-        return index
-    }
-
     /// Loop thread: the calling loop's slot, with `cost` bytes charged to this pass, when a
     /// read may run inline now. Nil when the fast path is off, this is not one of this
     /// runtime's loops, or this pass's budget is spent (counted in `overBudget`).
     @inline(__always) func admit(cost: Int) -> UnsafeMutablePointer<LoopSlot>? {
-        guard enabled.load(ordering: .relaxed), let index = currentLoopIndex() else { return nil }
+        guard enabled.load(ordering: .relaxed), let index = runtime.unsafelyUnwrapped.currentLoopIndex else { return nil }
         let slot = self.slot(index)
         let pass = chroma_current_pass()
         if slot.pointee.pass != pass {

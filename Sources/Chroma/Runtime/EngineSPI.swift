@@ -77,14 +77,6 @@ extension Runtime {
     /// The loops, in index order. Any thread.
     @_spi(Engine) public var engineLoops: [EngineLoop] { loops.map(EngineLoop.init) }
 
-    /// The index of the loop this thread runs, or nil off this runtime's loops. For
-    /// per-loop state that must be found from the loop it is used on, whatever color runs.
-    @_spi(Engine) public var currentLoopIndex: Int? {
-        guard let raw = chroma_current_loop() else { return nil }
-        let loop = raw.assumingMemoryBound(to: LoopCore.LocalQueue.self).pointee.loop.takeUnretainedValue()
-        return loop.runtime === self ? loop.index : nil
-    }
-
     /// Throws `.invalidState` before `start()` and `.shutDown` once stopping, naming
     /// `operation`. Any thread.
     @_spi(Engine) public func requireRunning(_ operation: StaticString) throws(ChromaError) {

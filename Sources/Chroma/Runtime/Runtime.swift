@@ -232,6 +232,16 @@ public final class Runtime: @unchecked Sendable {
         placement.loopColor(index)
     }
 
+    /// The index of the loop running on this thread when it is one of this runtime's, else
+    /// nil. No reference count is touched. Any thread. (For per-loop state found from the
+    /// loop it is used on, whatever color runs: cached-read budgets, a file route's cache.)
+    @_spi(Engine) public var currentLoopIndex: Int? {
+        guard let raw = chroma_current_loop() else { return nil }
+        let index = raw.assumingMemoryBound(to: LoopCore.LocalQueue.self).pointee.loop._withUnsafeGuaranteedRef { $0.index }
+        guard index < loopCount, cores[index].identity == raw else { return nil }
+        return index
+    }
+
     /// The runtime whose callback is running on this thread, or nil outside callbacks.
     public static var current: Runtime? {
         guard let raw = chroma_current_loop() else { return nil }
