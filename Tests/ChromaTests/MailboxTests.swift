@@ -29,7 +29,7 @@ final class MailboxTests: XCTestCase {
     }
 
     func testOneThreadAcrossSegmentsInOrderWithBudgetedRuns() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let log = Locked<[Int]>([])
         let count = Mailbox.slotsPerSegment * 3 + 17
@@ -60,7 +60,7 @@ final class MailboxTests: XCTestCase {
     /// The consumer sleeps having run exactly a whole segment: the post that links the next
     /// segment carries the sleeping flag over and wakes it.
     func testSleepingAtASegmentBoundary() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let log = Locked<[Int]>([])
         for i in 0..<Mailbox.slotsPerSegment { _ = mailbox.push(job(i, into: log)) }
@@ -78,7 +78,7 @@ final class MailboxTests: XCTestCase {
     /// More segments in flight than the loop keeps as spares (so some are freed), then many
     /// rounds reusing spares: order holds throughout and nothing is left over.
     func testSegmentsAreFreedAndRecycledInOrder() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let next = Locked(0)
         let outOfOrder = Counter()
@@ -108,7 +108,7 @@ final class MailboxTests: XCTestCase {
     /// claim is made by hand): later jobs wait behind it, the consumer may not sleep, and
     /// `awaitNext` answers for the next slot, not for a later one that is filled.
     func testAClaimedButUnfilledSlotHoldsLaterJobsBack() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let log = Locked<[Int]>([])
         _ = mailbox.push(job(0, into: log))
@@ -130,7 +130,7 @@ final class MailboxTests: XCTestCase {
     }
 
     func testClosingRefusesPostsAndReleasesTheirClosures() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let released = Counter()
         let ranCount = Counter()
@@ -157,7 +157,7 @@ final class MailboxTests: XCTestCase {
     /// A second close (a re-entered `finish`) while a refused producer's claim is still
     /// counted in the tail word (simulated by hand) must still answer "closed".
     func testClosingTwiceWithARefusalInFlight() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         XCTAssertTrue(mailbox.closeIfEmpty())
         mailbox.tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .relaxed)
@@ -169,7 +169,7 @@ final class MailboxTests: XCTestCase {
     /// is either run (before the close) or refused, and every context is released once.
     func testCloseRacingProducersRunsOrRefusesEveryJob() {
         for _ in 0..<(underTSan ? 5 : 30) {
-            let mailbox = Mailbox()
+            let mailbox = Mailbox(holeColor: 0)
             let released = Counter(), ranCount = Counter(), refused = Counter(), accepted = Counter()
             let producers = 3, each = 3000
             let closeAfter = Int.random(in: 0..<(producers * each))
@@ -195,6 +195,7 @@ final class MailboxTests: XCTestCase {
                     switch mailbox.push(Job(color: 0, body: { _ = tracked; ranCount.increment() })) {
                     case .queued: accepted.increment()
                     case .closed: refused.increment()
+                    case .moved: XCTFail("an unchecked push reported a move")
                     }
                 }
             }
@@ -209,7 +210,7 @@ final class MailboxTests: XCTestCase {
 
     func testDestroyReleasesJobsThatNeverRan() {
         let released = Counter()
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         for _ in 0..<(Mailbox.slotsPerSegment + 5) {
             let tracked = Tracked(released)
             _ = mailbox.push(Job(color: 0, body: { _ = tracked }))
@@ -227,7 +228,7 @@ final class MailboxTests: XCTestCase {
     /// round's posts race its going to sleep. Checks count and per-producer order, with segments changing
     /// hands constantly.
     func testManyProducersNeverLoseAWakeupOrReorder() {
-        let mailbox = Mailbox()
+        let mailbox = Mailbox(holeColor: 0)
         defer { mailbox.destroy() }
         let producers = 4
         let rounds = underTSan ? 50 : 200

@@ -108,21 +108,22 @@ struct ColorQueue: Sendable {
         self.color = color
     }
 
-    /// The queues of the loop that runs the color now.
-    @inline(__always) private var core: LoopCore { runtime.cores[runtime.placement.loopIndex(of: color)] }
-
     /// An executor pointer's low bit (objects are 16-byte aligned) says which kind it is.
     static let taskExecutorBit: UInt = 1
 
     @inline(__always) func enqueue(_ job: UnownedJob, executor: UnsafeRawPointer, isTaskExecutor: Bool) {
         let raw = unsafeBitCast(job, to: UnsafeRawPointer.self)
         let tagged = isTaskExecutor ? executor + Int(ColorQueue.taskExecutorBit) : executor
-        let accepted = runtime.isAcceptingWork && core.enqueue(Job(color: color.rawValue, executorJob: raw, executor: tagged))
+        let accepted = runtime.isAcceptingWork && runtime.post(Job(color: color.rawValue, executorJob: raw, executor: tagged), color: color.rawValue)
         if !accepted { StrandedJobs.shared.run(raw, executor: tagged) }
     }
 
+    /// A callback or job of the color runs on this thread, a loop of this runtime. The color
+    /// alone says so: its jobs run only where it lives, one at a time, even while it moves
+    /// (`Migration`), so the owner word need not be consulted (mid-move it may still name
+    /// the old owner while the new one already runs the color's first jobs).
     @inline(__always) var isCurrent: Bool {
-        chroma_current_loop() == core.identity && Color.currentRawValue == color.rawValue
+        Color.currentRawValue == color.rawValue && runtime.currentLoopIndex != nil
     }
 
     /// Runs a job from the loop's queues (loop thread, with the current color set: the

@@ -40,11 +40,14 @@ final class Loop: @unchecked Sendable {
     private var stalledPolls = 0
     private var thread: pthread_t?
     private let pinToCPU: Int?
+    /// Moving colors to and from this loop (loop thread; see `Migration`).
+    let migration: Migration
     /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
     static let budget = 4096
 
-    init(index: Int, runtime: Runtime, handles: HandleTable, pinToCPU: Int?,
+    init(index: Int, runtime: Runtime, handles: HandleTable, pinToCPU: Int?, stealing: Bool,
          executorJobs: Callback.ExecutorJobs, mayClose: @escaping () -> Bool) {
+        migration = Migration(runtime: runtime, index: index, enabled: stealing)
         self.index = index
         self.runtime = runtime
         self.handles = handles
@@ -69,6 +72,20 @@ final class Loop: @unchecked Sendable {
     /// Queues `job` on this loop (see `LoopCore.enqueue`). Any thread.
     @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
         core.enqueue(job)
+    }
+
+    /// Runs `body` as `color` right here if this loop owns the color now, else posts it to the
+    /// color's owner (a timer whose color moved since it was scheduled). Loop thread, outside
+    /// other callbacks. Only this loop could move a color it owns, so the answer cannot
+    /// change before `body` runs. A post refused at shutdown drops the fire, as shutdown
+    /// cancels pending timers.
+    func runOrForward(as color: Color, _ body: @escaping @Sendable () -> Void) {
+        let word = runtime.placement.ownerSlot(of: color.rawValue).pointee.load(ordering: .acquiring)
+        if OwnerWord.loop(word) == index && word & OwnerWord.inTransit == 0 {
+            Callback.run(as: color, body)
+        } else {
+            _ = runtime.post(Job(color: color.rawValue, body: body), color: color.rawValue)
+        }
     }
 
     /// Asks the loop to drain its queues and exit. Any thread; returns at once.
@@ -191,14 +208,30 @@ final class Loop: @unchecked Sendable {
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         var waiting = false
+        // With stealing on, the drain pauses every `Migration.chunk` jobs, between two
+        // callbacks, where colors may move (`Migration.pause`).
+        let chunk = migration.enabled ? Migration.chunk : Int.max
+        if chunk != Int.max { migration.beginDrain() }
         while remaining > 0 {
+            if migration.hasTaken {
+                // Jobs a move took from the mailbox are older than all that is left there,
+                // so they run first, and before the run queue again (see `Migration`).
+                let ran = migration.runTaken(limit: min(remaining, chunk))
+                remaining &-= ran
+                migration.pause(core, ran: ran, mayGive: !stopRequested.load(ordering: .relaxed))
+                continue
+            }
             let limit = remaining
             // With local jobs waiting, the mailbox gets half the pass: producers that stay
             // ahead of the loop must not keep the run queue from its turn.
-            let share = local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2)
+            let share = min(local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2), chunk)
             let fromMailbox = core.mailbox.run(limit: share)
-            remaining = Loop.runJobs(local, limit: limit &- fromMailbox)
-            if fromMailbox < share && local.pointee.runQueue.isEmpty {
+            let fromRing = min(limit &- fromMailbox, chunk)
+            remaining = limit &- fromMailbox &- fromRing &+ Loop.runJobs(local, limit: fromRing)
+            if chunk != Int.max {
+                migration.pause(core, ran: limit &- remaining, mayGive: !stopRequested.load(ordering: .relaxed))
+            }
+            if fromMailbox < share && local.pointee.runQueue.isEmpty && !migration.hasTaken {
                 if core.mailbox.sleepIfEmpty() {
                     idle = true
                     break
@@ -263,6 +296,7 @@ final class Loop: @unchecked Sendable {
         }
         var waits = 0
         while true {
+            _ = migration.runTaken(limit: Int.max)
             let ran = core.mailbox.run(limit: Int.max)
             while !local.pointee.runQueue.isEmpty { _ = Loop.runJobs(local, limit: Int.max) }
             if !mayClose() { return }

@@ -12,7 +12,7 @@ import CChroma
 struct LoopCore {
     /// The run queue and its flags: the loop's thread only.
     @usableFromInline let local: UnsafeMutablePointer<LocalQueue>
-    @usableFromInline let mailbox = Mailbox()
+    @usableFromInline let mailbox: Mailbox
     @usableFromInline let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
 
     @usableFromInline
@@ -28,7 +28,9 @@ struct LoopCore {
         let executorJobs: Callback.ExecutorJobs
     }
 
-    init(loop: Loop) {
+    /// `holeColor`: the loop's own color, which the mailbox gives its holes.
+    init(loop: Loop, holeColor: Color) {
+        mailbox = Mailbox(holeColor: holeColor.rawValue)
         precondition(MemoryLayout<LocalQueue>.stride <= 128, "a loop's local queue must fit its 128-byte block")
         local = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128).bindMemory(to: LocalQueue.self, capacity: 1)
         local.initialize(to: LocalQueue(loop: .passUnretained(loop), executorJobs: loop.executorJobs))
@@ -63,11 +65,7 @@ struct LoopCore {
     /// and the caller reports that as `ChromaError.shutDown` or runs it elsewhere.
     @inlinable @inline(__always) func enqueue(_ job: consuming Job) -> Bool {
         if isCurrent {
-            local.pointee.runQueue.push(consume job)
-            if !local.pointee.draining && !local.pointee.wakeupActive {
-                local.pointee.wakeupActive = true
-                wake()
-            }
+            pushLocal(job)
             return true
         }
         switch mailbox.push(consume job) {
@@ -76,19 +74,17 @@ struct LoopCore {
             return true
         case .closed:
             return false
+        case .moved:
+            preconditionFailure("an unchecked push cannot find its color moved")
         }
     }
 
-    /// Queues `jobs` in order, from a thread other than the loop's, with one wakeup at most.
-    /// False (nothing queued) once the mailbox is closed; see `Mailbox.push(batch:)`.
-    func enqueue(batch jobs: UnsafeBufferPointer<Job>) -> Bool {
-        precondition(!isCurrent, "a batch comes from outside the loop")
-        switch mailbox.push(batch: jobs) {
-        case .queued(let wake):
-            if wake { self.wake() }
-            return true
-        case .closed:
-            return false
+    /// Loop thread: pushes `job` onto the run queue, waking the loop if it is not draining.
+    @inlinable @inline(__always) func pushLocal(_ job: consuming Job) {
+        local.pointee.runQueue.push(consume job)
+        if !local.pointee.draining && !local.pointee.wakeupActive {
+            local.pointee.wakeupActive = true
+            wake()
         }
     }
 }

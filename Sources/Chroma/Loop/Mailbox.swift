@@ -57,14 +57,22 @@ struct Mailbox {
     @usableFromInline static var sleepingBit: UInt { 1 << 62 }
     @usableFromInline static var closedBit: UInt { 1 << 63 }
 
+    /// The color of a hole (see `push(_:unlessMoved:from:)`): the loop's own color, which
+    /// never moves.
+    @usableFromInline let holeColor: UInt64
+
     @usableFromInline enum PushResult {
         /// Queued; with `wake`, the loop was asleep and this producer must wake it.
         case queued(wake: Bool)
         /// Refused: the loop closed the mailbox for shutdown. The job was dropped unrun.
         case closed
+        /// Not queued: the color's bucket moved while the slot was being claimed. The slot
+        /// holds a hole instead, the job is still the caller's; with `wake`, wake the loop.
+        case moved(wake: Bool)
     }
 
-    init() {
+    init(holeColor: UInt64) {
+        self.holeColor = holeColor
         precondition(MemoryLayout<Job>.size == 24 && MemoryLayout<Job>.offset(of: \.word0) == 8,
                      "a mailbox slot is a 24-byte Job whose second word marks it filled")
         let first = Mailbox.makeSegment()
@@ -111,59 +119,79 @@ struct Mailbox {
     /// out of line: the less code sits beside the local run queue's push in the caller, the
     /// less that path pays (a loop in here would give it a stack protector and spills).
     @inlinable @inline(__always) func push(_ job: consuming Job) -> PushResult {
+        push(job, unlessMoved: nil, from: 0)
+    }
+
+    /// Queues `job` unless the owner word at `owner` no longer reads `expected` once a slot
+    /// is claimed: then the slot gets a hole (a no-op job of the loop's own color) and the
+    /// result is `.moved`. A bucket's mover claims (`cut()`) before it gathers, so a claim
+    /// after the cut always sees the move here, and one before it is gathered: no job of a
+    /// moving color is ever left behind in the old owner's mailbox (see `Migration`).
+    @inlinable @inline(__always)
+    func push(_ job: consuming Job, unlessMoved owner: UnsafeMutablePointer<Atomic<UInt64>>?, from expected: UInt64) -> PushResult {
         let job = job
         let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
         let offset = Mailbox.offset(in: claimed)
         guard claimed & Mailbox.closedBit == 0 && offset < Mailbox.slotsPerSegment else {
-            return pushPastTheEnd(job, claimed: claimed)
+            return pushPastTheEnd(job, claimed: claimed, owner: owner, expected: expected)
         }
-        return place(job, claimed: claimed, offset: offset)
+        return place(job, claimed: claimed, offset: offset, owner: owner, expected: expected)
     }
 
     /// Fills the slot a claim got (`offset` < `slotsPerSegment`) and reports whether this
     /// post must wake the loop.
-    @inlinable @inline(__always) func place(_ job: Job, claimed: UInt, offset: Int) -> PushResult {
+    @inlinable @inline(__always)
+    func place(_ job: Job, claimed: UInt, offset: Int, owner: UnsafeMutablePointer<Atomic<UInt64>>?, expected: UInt64) -> PushResult {
         let segment = UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped
+        // The claim's read-modify-write follows any mover's cut on this tail word, so a
+        // relaxed load here sees that mover's `moving` store (see `Migration.give`).
+        if let owner, owner.pointee.load(ordering: .relaxed) != expected {
+            return placeHole(Mailbox.slot(offset, of: segment), claimed: claimed)
+        }
         Mailbox.fill(Mailbox.slot(offset, of: segment), with: job)
         if claimed & Mailbox.sleepingBit == 0 { return .queued(wake: false) }
         return .queued(wake: clearSleeping())
     }
 
+    /// Fills a claimed slot with a hole, for a post whose color moved meanwhile.
+    @usableFromInline @inline(never) func placeHole(_ slot: UnsafeMutablePointer<Job>, claimed: UInt) -> PushResult {
+        Mailbox.fill(slot, with: Job(color: holeColor, function: { _ in }, context: nil))
+        return .moved(wake: claimed & Mailbox.sleepingBit != 0 && clearSleeping())
+    }
+
+    /// Queues `job` like `push`, but a refused job is not dropped: after `.closed` it is the
+    /// caller's again (for jobs a move hands over, which must not be lost).
+    func pushKeepingRefused(_ job: Job) -> PushResult {
+        let claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
+        let offset = Mailbox.offset(in: claimed)
+        guard claimed & Mailbox.closedBit == 0 && offset < Mailbox.slotsPerSegment else {
+            return pushPastTheEnd(job, claimed: claimed, owner: nil, expected: 0, keepRefused: true)
+        }
+        return place(job, claimed: claimed, offset: offset, owner: nil, expected: 0)
+    }
+
     /// `push` when its claim found the mailbox closed, or landed past the end of a segment:
     /// refuses, or waits for (or does) the linking of the next segment and claims again.
-    @usableFromInline @inline(never) func pushPastTheEnd(_ job: Job, claimed first: UInt) -> PushResult {
+    @usableFromInline @inline(never)
+    func pushPastTheEnd(_ job: Job, claimed first: UInt, owner: UnsafeMutablePointer<Atomic<UInt64>>?, expected: UInt64,
+                        keepRefused: Bool = false) -> PushResult {
         var claimed = first
         while true {
-            if claimed & Mailbox.closedBit != 0 { return refuse(job) }
+            if claimed & Mailbox.closedBit != 0 {
+                if keepRefused {
+                    tail.pointee.wrappingSubtract(Mailbox.offsetUnit, ordering: .relaxed)
+                    return .closed
+                }
+                return refuse(job)
+            }
             let offset = Mailbox.offset(in: claimed)
             // Past the end only by the claims in flight: one per thread at most.
             assert(offset < Mailbox.slotsPerSegment + 8192, "mailbox offset near the flag bits")
-            if offset < Mailbox.slotsPerSegment { return place(job, claimed: claimed, offset: offset) }
+            if offset < Mailbox.slotsPerSegment { return place(job, claimed: claimed, offset: offset, owner: owner, expected: expected) }
             passFullSegment(UnsafeMutableRawPointer(bitPattern: claimed & Mailbox.addressMask).unsafelyUnwrapped,
                             claimedOffset: offset)
             claimed = tail.pointee.wrappingAdd(Mailbox.offsetUnit, ordering: .acquiringAndReleasing).oldValue
         }
-    }
-
-    /// Queues `jobs` in order, with at most one wakeup for all of them. The caller must know
-    /// the mailbox cannot close part way (the blocking pool does: loops close only after it
-    /// posted everything); `.closed` means nothing was queued.
-    func push(batch jobs: UnsafeBufferPointer<Job>) -> PushResult {
-        var wake = false
-        for (i, job) in jobs.enumerated() {
-            switch push(job) {
-            case .queued(let needed):
-                wake = wake || needed
-            case .closed:
-                precondition(i == 0, "the mailbox closed in the middle of a batch")
-                for rest in jobs.dropFirst() {
-                    var rest = rest
-                    withUnsafeMutablePointer(to: &rest) { Job.discard($0) }
-                }
-                return .closed
-            }
-        }
-        return .queued(wake: wake)
     }
 
     /// A refused push: gives back the slot it counted (repeated posts to a closed mailbox
@@ -247,6 +275,50 @@ struct Mailbox {
         return jobs
     }
 
+    /// Loop thread, moving colors away: a read-modify-write of the tail word that changes
+    /// nothing and returns it. Every claim after it synchronizes with it (the tail word's
+    /// modifications are all read-modify-writes), so a producer claiming later sees what the
+    /// loop stored before the cut; every claim before it lies below the position returned.
+    func cut() -> UInt {
+        tail.pointee.wrappingAdd(0, ordering: .acquiringAndReleasing).oldValue
+    }
+
+    /// Loop thread: moves every job claimed before `cut` (the tail word `cut()` returned)
+    /// into `ring`, in order, without running them, waiting for slots still being filled
+    /// (a producer between its claim and its fill, a few stores). Returns how many moved.
+    func take(upTo cut: UInt, into ring: inout RunQueue) -> Int {
+        let endSegment = UnsafeMutableRawPointer(bitPattern: cut & Mailbox.addressMask).unsafelyUnwrapped
+        let endOffset = min(Mailbox.offset(in: cut), Mailbox.slotsPerSegment)
+        var (segment, offset) = head.pointee
+        var moved = 0
+        while !(segment == endSegment && offset >= endOffset) {
+            if offset == Mailbox.slotsPerSegment {
+                var spins = 0
+                var next = Mailbox.next(of: segment).pointee.load(ordering: .acquiring)
+                while next == 0 {
+                    spins += 1
+                    if spins > 64 { sched_yield() } else { chroma_cpu_relax() }
+                    next = Mailbox.next(of: segment).pointee.load(ordering: .acquiring)
+                }
+                retire(segment)
+                (segment, offset) = (UnsafeMutableRawPointer(bitPattern: next).unsafelyUnwrapped, 0)
+                continue
+            }
+            let slot = Mailbox.slot(offset, of: segment)
+            var spins = 0
+            while !Mailbox.filled(slot) {
+                spins += 1
+                if spins > 64 { sched_yield() } else { chroma_cpu_relax() }
+            }
+            ring.push(slot.move())
+            Mailbox.publication(of: slot).pointee.store(0, ordering: .relaxed)
+            offset &+= 1
+            moved &+= 1
+        }
+        head.pointee = (segment, offset)
+        return moved
+    }
+
     /// Loop thread: a segment whose slots all ran (and were zeroed) becomes a spare, or is
     /// freed if the spares are full. No producer touches it any more (see the type's
     /// comment on segments).
@@ -296,6 +368,20 @@ struct Mailbox {
         // The answer is about the NEXT slot: with a later one filled by another producer
         // and the next one's producer descheduled, "true" would spin the drain in place.
         return Mailbox.filled(Mailbox.slot(offset, of: segment))
+    }
+
+    /// Whether the loop has marked itself asleep. Any thread; a hint (relaxed), for loops
+    /// looking for an idle one.
+    var isAsleep: Bool { tail.pointee.load(ordering: .relaxed) & Mailbox.sleepingBit != 0 }
+
+    /// Loop thread: about how many claimed jobs wait (exact when they are in one segment,
+    /// fewer otherwise).
+    var approximateCount: Int {
+        let word = tail.pointee.load(ordering: .relaxed)
+        let (segment, offset) = head.pointee
+        let claimed = min(Mailbox.offset(in: word), Mailbox.slotsPerSegment)
+        if word & Mailbox.addressMask == UInt(bitPattern: segment) { return max(0, claimed - offset) }
+        return Mailbox.slotsPerSegment - offset + claimed
     }
 
     /// Loop thread, after `run` stopped short of its limit: if nothing was claimed beyond

@@ -48,6 +48,36 @@ struct RunQueue {
         Callback.run(job: slot)
     }
 
+    /// Removes the jobs `take` accepts (given each job's color number) and appends them to
+    /// `taken`, in queue order; the jobs kept stay in order too. Loop thread; for moving
+    /// colors, never on the hot path.
+    mutating func extract(into taken: inout [Job], where take: (UInt64) -> Bool) {
+        var kept = head
+        var i = head
+        while i != tail {
+            let slot = buffer + (i & mask)
+            if take(slot.pointee.tagged & Job.colorMask) {
+                taken.append(slot.move())
+            } else {
+                if kept != i { (buffer + (kept & mask)).moveInitialize(from: slot, count: 1) }
+                kept &+= 1
+            }
+            i &+= 1
+        }
+        tail = kept
+    }
+
+    /// Calls `body` with the color number of each queued job, front to back, for at most
+    /// `limit` jobs. Loop thread.
+    func forEachColor(limit: Int, _ body: (UInt64) -> Void) {
+        var i = head
+        let end = head &+ min(limit, count)
+        while i != end {
+            body((buffer + (i & mask)).pointee.tagged & Job.colorMask)
+            i &+= 1
+        }
+    }
+
     @usableFromInline mutating func grow() {
         let oldCapacity = mask + 1
         let newBuffer = UnsafeMutablePointer<Job>.allocate(capacity: oldCapacity * 2)

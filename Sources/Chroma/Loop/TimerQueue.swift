@@ -3,7 +3,9 @@ import Synchronization
 
 /// A loop's timers: a min-heap of deadlines behind ONE persistent libevent timer event,
 /// re-armed only when the earliest deadline changes. A timer per libevent event would pay
-/// `event_add`/`event_del` (and their process-global write) per timer.
+/// `event_add`/`event_del` (and their process-global write) per timer. A timer stays in the
+/// queue it was scheduled on; if its color has moved to another loop since, the fire is
+/// forwarded there (`Loop.runOrForward`), so timers never pin a color.
 ///
 /// Threading: loop thread only, except `noteCancelled()`.
 final class TimerQueue: @unchecked Sendable {
@@ -75,9 +77,9 @@ final class TimerQueue: @unchecked Sendable {
                 if next <= now { next = now &+ interval }
                 sequence &+= 1
                 heap.insert(Entry(deadline: next, sequence: sequence, timer: timer))
-                Callback.run(as: timer.color, timer.body)
+                loop!.runOrForward(as: timer.color, timer.body)
             } else if timer.claimForFiring() {
-                Callback.run(as: timer.color, timer.body)
+                loop!.runOrForward(as: timer.color, timer.body)
             }
         }
         if let head = heap.min {

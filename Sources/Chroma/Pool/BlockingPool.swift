@@ -216,7 +216,7 @@ public final class BlockingPool: @unchecked Sendable {
 
     /// Hands a finished job to its color's loop and counts it posted.
     private func post(_ job: PoolJob) {
-        let queuedOnLoop = runtime.cores[runtime.loopIndex(of: job.color)].enqueue(job.completionJob())
+        let queuedOnLoop = runtime.post(job.completionJob(), color: job.color.rawValue)
         // The loops wait for `unposted` to reach zero before they close their mailboxes.
         precondition(queuedOnLoop, "a pool completion was refused: the loops closed before the pool drained")
         lock.lock()
@@ -427,23 +427,20 @@ public final class BlockingPool: @unchecked Sendable {
 }
 
 /// A worker's finished jobs on their way to their loops: posted together, so a burst of
-/// completions costs each loop one batch push into its mailbox and at most one wakeup
-/// instead of one per job. A batch is posted when it holds `capacity` jobs or as many as still wait in
-/// the queue, before a long call or user work, and before the worker sleeps: a completion
-/// waits for at most `capacity - 1` further short file calls on its worker (so a file
-/// system that hangs one call also delays the completions that worker holds).
+/// completions costs each loop at most one wakeup instead of one per job (only the first
+/// post that finds a loop asleep wakes it). A batch is posted when it holds `capacity` jobs
+/// or as many as still wait in the queue, before a long call or user work, and before the
+/// worker sleeps: a completion waits for at most `capacity - 1` further short file calls on
+/// its worker (so a file system that hangs one call also delays the completions that worker
+/// holds).
 struct CompletionBatch: ~Copyable {
     static let capacity = 32
     private let jobs = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
-    private let loops = UnsafeMutablePointer<Int>.allocate(capacity: CompletionBatch.capacity)
-    private let scratch = UnsafeMutablePointer<Job>.allocate(capacity: CompletionBatch.capacity)
     private(set) var count = 0
 
     deinit {
         precondition(count == 0, "a completion batch was dropped with jobs in it")
         jobs.deallocate()
-        loops.deallocate()
-        scratch.deallocate()
     }
 
     var isEmpty: Bool { count == 0 }
@@ -453,27 +450,17 @@ struct CompletionBatch: ~Copyable {
     mutating func append(_ job: PoolJob) {
         precondition(count < CompletionBatch.capacity, "append to a full completion batch")
         (jobs + count).initialize(to: job.completionJob())
-        loops[count] = -1
         count += 1
     }
 
-    /// Posts every job to its color's loop, in order per loop, and empties the batch.
+    /// Posts every job to its color's loop, in order, and empties the batch. Each goes
+    /// through `Runtime.post`, which finds the loop that owns the color now.
     mutating func post(_ runtime: Runtime) {
-        for i in 0..<count { loops[i] = runtime.loopIndex(of: Color(unchecked: (jobs + i).pointee.tagged & Job.colorMask)) }
-        var done = 0
-        while done < count {
-            // The next loop with jobs left: gather its jobs, in order, and post them at once.
-            guard let target = (0..<count).first(where: { loops[$0] >= 0 }).map({ loops[$0] }) else { break }
-            var n = 0
-            for i in 0..<count where loops[i] == target {
-                (scratch + n).initialize(to: (jobs + i).move())
-                loops[i] = -1
-                n += 1
-            }
-            let queued = runtime.cores[target].enqueue(batch: UnsafeBufferPointer(start: scratch, count: n))
+        for i in 0..<count {
+            let job = (jobs + i).move()
+            let queued = runtime.post(job, color: job.tagged & Job.colorMask)
             // The loops wait for every accepted job to be posted before they close.
             precondition(queued, "a pool completion was refused: the loops closed before the pool drained")
-            done += n
         }
         count = 0
     }

@@ -82,7 +82,7 @@ class PoolJob: @unchecked Sendable {
     /// loop has closed for shutdown; then the completion will never run.
     final func postFinishedOnLoop(_ runtime: Runtime, operation: StaticString) throws(ChromaError) {
         state = .finished
-        if !runtime.cores[runtime.loopIndex(of: color)].enqueue(completionJob()) {
+        if !runtime.post(completionJob(), color: color.rawValue) {
             // A refused function job is ours again, with the reference it held.
             Unmanaged.passUnretained(self).release()
             throw .shutDown(operation: String(describing: operation))

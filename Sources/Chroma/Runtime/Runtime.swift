@@ -42,6 +42,11 @@ public final class Runtime: @unchecked Sendable {
     public let pool: BlockingPool
     private var report = ShutdownReport()
     private var joined = false
+    /// Whether idle loops are given colors from busy ones.
+    public let stealing: Stealing
+    /// Test hook: loops move colors at every pause, at random, whether it pays or not. Set
+    /// before `start()`.
+    var testingForcedMigrations = false
 
     @usableFromInline enum Lifecycle: UInt8 { case idle, starting, running, stopping, stopped }
 
@@ -50,15 +55,18 @@ public final class Runtime: @unchecked Sendable {
 
     /// Creates a runtime with `loops` event loops (default: one per online CPU). With
     /// `pinToCPUs`, loop `i` is pinned to CPU `i % onlineCPUCount`. `pool` sizes the
-    /// blocking pool, whose workers start on first use. No thread starts yet.
+    /// blocking pool, whose workers start on first use. `stealing` says whether colors move
+    /// from busy loops to idle ones (see `Stealing` and docs/ARCHITECTURE.md, "Moving
+    /// colors"). No thread starts yet.
     public init(loops: Int = Runtime.onlineCPUCount, pinToCPUs: Bool = false,
-                pool: BlockingPool.Configuration = .init()) throws(ChromaError) {
+                pool: BlockingPool.Configuration = .init(), stealing: Stealing = .on) throws(ChromaError) {
         guard loops >= 1, loops <= 4096 else {
             throw .invalidArgument(operation: "Runtime.init", detail: "loops must be in 1...4096, got \(loops)")
         }
         try pool.validate()
         self.pool = BlockingPool(configuration: pool)
         loopCount = loops
+        self.stealing = stealing
         placement = Placement(loopCount: loops)
         handles = HandleTable(loopCount: loops)
         cores = .allocate(capacity: loops)  // initialized below, once the loops exist
@@ -68,12 +76,13 @@ public final class Runtime: @unchecked Sendable {
         let pool = self.pool
         for i in 0..<loops {
             made.append(Loop(index: i, runtime: self, handles: handles, pinToCPU: pinToCPUs ? i % cpus : nil,
+                             stealing: stealing == .on && loops > 1,
                              executorJobs: { job, executor in ColorQueue.run(job: job, executor: executor) },
                              mayClose: { pool.hasPostedEverything }))
         }
         self.loops = made
         for (i, loop) in made.enumerated() {
-            (cores + i).initialize(to: LoopCore(loop: loop))
+            (cores + i).initialize(to: LoopCore(loop: loop, holeColor: placement.loopColor(i)))
             loop.attach(core: cores[i])
         }
         self.pool.attach(self)
@@ -204,14 +213,26 @@ public final class Runtime: @unchecked Sendable {
     // MARK: Colors
 
     /// The index of the loop that runs `color` now (see `Placement` for the rule). Any thread.
+    /// With stealing on, a color that is not pinned may be on another loop a moment later.
     @inlinable @inline(__always) public func loopIndex(of color: Color) -> Int {
         placement.loopIndex(of: color)
     }
 
-    /// The loop to create loop-bound libevent state on for `color`; that state pins the color
-    /// there (see `Placement.pin`).
+    /// The loop to create loop-bound libevent state on for `color`, which pins the color there
+    /// for the runtime's life (see `Placement.pin`).
     func pinnedLoop(for color: Color) -> Loop {
         loops[placement.pin(color)]
+    }
+
+    /// Keeps `color` on the loop that runs it now, for the runtime's life, and returns that
+    /// loop's index: for a color whose work must stay on one thread (thread-local state, a
+    /// library with thread affinity). Colors that own connections, fd watches or listeners
+    /// are pinned by those calls already; `Color.main` is pinned from the start (timers and
+    /// signal handlers do not pin: their fires are forwarded). Pinning covers the color's bucket (`rawValue % bucketCount`, about
+    /// 8,192 buckets), so a few other colors stay put with it. Any thread.
+    @discardableResult
+    public func pin(_ color: Color) -> Int {
+        placement.pin(color)
     }
 
     /// A color no other call of this runtime has returned, owned by the next loop in
@@ -275,7 +296,7 @@ public final class Runtime: @unchecked Sendable {
     @inlinable @inline(__always)
     public func execute(on color: Color = .main, _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !cores[placement.loopIndex(of: color)].enqueue(Job(color: color.rawValue, body: consume body)) {
+        if !post(Job(color: color.rawValue, body: consume body), color: color.rawValue) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -291,7 +312,7 @@ public final class Runtime: @unchecked Sendable {
     public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
                         _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !cores[placement.loopIndex(of: color)].enqueue(Job(color: color.rawValue, function: function, context: context)) {
+        if !post(Job(color: color.rawValue, function: function, context: context), color: color.rawValue) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -320,14 +341,16 @@ public final class Runtime: @unchecked Sendable {
             intervalNs = ns
         }
         try checkRunning("schedule")
-        // The timer's heap entry lives on one loop's queue, so it pins the color there.
-        let loop = pinnedLoop(for: color)
+        // The heap entry goes on the queue of the loop that runs the color now; if the color
+        // moves later, the fire is forwarded (`Loop.runOrForward`), so it does not pin.
+        let loop = loops[placement.loopIndex(of: color)]
         let timer = Timer(color: color, intervalNanoseconds: intervalNs, queue: loop.timers, onShutdown: onShutdown, body: body)
         let deadline = monotonicNanoseconds() &+ delayNs
         if loop.isCurrent {
             loop.timers.insert(timer, deadline: deadline)
         } else {
-            guard loop.enqueue(Job(color: color.rawValue) { loop.timers.insert(timer, deadline: deadline) }) else {
+            // As the loop's own color: the insertion touches only that loop's timer queue.
+            guard loop.enqueue(Job(color: loopColor(loop.index).rawValue) { loop.timers.insert(timer, deadline: deadline) }) else {
                 throw .shutDown(operation: "schedule")
             }
         }
