@@ -61,7 +61,7 @@ bench-tools:
 			|| echo "could not install$$missing; the http table will skip the peers that need it"; \
 	fi
 
-# The default suite: release build, then the dispatch, disk, hop, echo and http tables.
+# The default suite: release build, then the dispatch, disk, hop, echo, http and steal tables.
 bench: setup peers bench-tools
 	$(SWIFT) build -c release --product chroma-bench
 	$(SWIFT) build -c release --product chroma-httpd
@@ -70,6 +70,7 @@ bench: setup peers bench-tools
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo --c-peer $(PEER_DIR)/c-echo
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench http --c-peer $(PEER_DIR)/c-httpd --nio-peer $(NIO_HTTP) --nginx-conf Benchmarks/peers/nginx/nginx.conf
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench steal
 
 clean:
 	rm -rf .build .build-tsan $(NIO_DIR)/.build

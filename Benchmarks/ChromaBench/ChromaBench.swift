@@ -8,7 +8,7 @@ struct ChromaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chroma-bench",
         abstract: "Chroma throughput benchmarks, with side-by-side peer baselines.",
-        subcommands: [DispatchCommand.self, DiskCommand.self, HopCommand.self, EchoCommand.self, HTTPCommand.self],
+        subcommands: [DispatchCommand.self, DiskCommand.self, HopCommand.self, EchoCommand.self, HTTPCommand.self, StealCommand.self],
         defaultSubcommand: DispatchCommand.self
     )
 }
@@ -37,6 +37,9 @@ struct DispatchCommand: ParsableCommand {
     @Option(help: "Path of the raw-C libevent peer (built by `make bench`); skipped when missing.")
     var cPeer: String = ".build/peers/c-dispatch"
 
+    @Option(help: "Work stealing: on (the default) or off (colors stay on rawValue % loops).")
+    var stealing: String = "on"
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -51,6 +54,7 @@ struct DispatchCommand: ParsableCommand {
         guard !loopCounts.isEmpty, loopCounts.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--loops needs positive counts, e.g. 1,2")
         }
+        guard stealing == "on" || stealing == "off" else { throw ValidationError("--stealing is on or off, not \(stealing)") }
         let machine = Machine.current()
         let havePeer = isExecutable(cPeer)
         var report = Report(scenario: "dispatch", machine: machine)
@@ -65,7 +69,8 @@ struct DispatchCommand: ParsableCommand {
             var peer: [Double] = []
             for round in 1...rounds {
                 progress("[\(index + 1)/\(combos.count)] \(mode.rawValue) \(loopCount) loop(s), round \(round)/\(rounds): chroma")
-                let row = try measureChromaDispatch(mode: mode, loops: loopCount, colors: colorCount, seconds: duration)
+                let row = try measureChromaDispatch(mode: mode, loops: loopCount, colors: colorCount, seconds: duration,
+                                                    stealing: stealing == "on" ? .on : .off)
                 chroma.append(row.opsPerSecond)
                 if let a = row.allocsPerOp { allocs.append(a) }
                 if havePeer {

@@ -157,8 +157,9 @@ enum DispatchMode: String, CaseIterable {
 }
 
 /// One Chroma measurement: ops/s and allocations per callback.
-func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds: Double) throws -> Row {
-    let runtime = try Runtime(loops: loops)
+func measureChromaDispatch(mode: DispatchMode, loops: Int, colors: Int, seconds: Double,
+                           stealing: Stealing = .on) throws -> Row {
+    let runtime = try Runtime(loops: loops, stealing: stealing)
     try runtime.start()
     let state = DispatchState(runtime: runtime, colors: colors)
     dispatchStateRef = .passUnretained(state)

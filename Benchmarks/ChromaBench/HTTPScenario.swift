@@ -33,8 +33,8 @@ struct HTTPCommand: ParsableCommand {
     @Option(help: "wrk threads (-t).")
     var wrkThreads: Int = 2
 
-    @Option(help: "Servers to run, comma-separated: chroma, c-evhttp, nio, nginx.")
-    var servers: String = "chroma,c-evhttp,nio,nginx"
+    @Option(help: "Servers to run, comma-separated: chroma, chroma-static (chroma-httpd with --stealing off), c-evhttp, nio, nginx.")
+    var servers: String = "chroma,chroma-static,c-evhttp,nio,nginx"
 
     @Option(help: "chroma-httpd to run (default: the one next to this chroma-bench); skipped when missing.")
     var httpd: String?
@@ -187,13 +187,14 @@ struct HTTPCommand: ParsableCommand {
     private func makeServer(_ name: String, work: HTTPBenchDir) -> Result<HTTPBenchServer, HTTPBenchSkip> {
         let threads = String(loops)
         switch name {
-        case "chroma":
+        case "chroma", "chroma-static":
             let path = httpd ?? siblingExecutable("chroma-httpd")
             guard isExecutable(path) else {
-                return .failure(HTTPBenchSkip("chroma: skipped, no chroma-httpd at \(path) (build it: swift build -c release --product chroma-httpd)"))
+                return .failure(HTTPBenchSkip("\(name): skipped, no chroma-httpd at \(path) (build it: swift build -c release --product chroma-httpd)"))
             }
+            let stealing = name == "chroma" ? "on" : "off"
             return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
-                (path, ["--port", String(port), "--root", work.root, "--loops", threads])
+                (path, ["--port", String(port), "--root", work.root, "--loops", threads, "--stealing", stealing])
             })
         case "c-evhttp":
             guard isExecutable(cPeer) else {
@@ -278,6 +279,8 @@ struct HTTPCommand: ParsableCommand {
                                  target: target, hasErrors: x.errorCount > 0 || y.errorCount > 0))
         }
         for count in lightCounts {
+            add("chroma /hello c\(count)", "chroma-static /hello c\(count)", .atLeast(0.98))
+            add("chroma /file4k c\(count)", "chroma-static /file4k c\(count)")
             add("chroma /hello c\(count)", "c-evhttp /hello c\(count)", .atLeast(1.0))
             add("chroma /hello c\(count)", "nio /hello c\(count)", .atLeast(1.2))
             add("chroma /hello c\(count)", "nginx /hello c\(count)")
@@ -306,7 +309,7 @@ struct HTTPCommand: ParsableCommand {
 /// A server under test: its row name and the command that starts it on a port (nil when
 /// that command could not be prepared).
 struct HTTPBenchServer {
-    static let names = ["chroma", "c-evhttp", "nio", "nginx"]
+    static let names = ["chroma", "chroma-static", "c-evhttp", "nio", "nginx"]
     let name: String
     let servesFiles: Bool
     let command: (UInt16) -> (String, [String])?

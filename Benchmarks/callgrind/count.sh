@@ -35,8 +35,12 @@
 # valgrind 3.19 cannot read the DWARF that Swift's toolchain writes, so both programs run as
 # copies with their debug sections removed (objcopy --strip-debug): the code and the symbol
 # table are the same, only the debug info is gone.
+# DISPATCH_LOOPS and DISPATCH_STEALING (environment) run the dispatch count with that many loops
+# (one chain, on loop 0) and stealing on or off; the default is one loop, where no color can move.
 set -euo pipefail
 
+DISPATCH_LOOPS=${DISPATCH_LOOPS:-1}
+DISPATCH_STEALING=${DISPATCH_STEALING:-on}
 SHORT=1           # seconds of the short dispatch run
 LONG=3            # seconds of the long dispatch run
 WARMUP=200        # /hello requests before the counters are zeroed
@@ -116,7 +120,8 @@ dispatch_run() {
     local seconds=$1 out="$tmp/dispatch-$1.out"
     (cd "$tmp" && timeout $((seconds * 20 + 120)) valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$out" --log-file="$tmp/dispatch-$seconds.log" \
-        ./chroma-bench dispatch --mode local --loops 1 --duration "$seconds" --rounds 1 \
+        ./chroma-bench dispatch --mode local --loops "$DISPATCH_LOOPS" --colors 1 --stealing "$DISPATCH_STEALING" \
+        --duration "$seconds" --rounds 1 \
         --c-peer "$tmp/no-peer" --json >"$tmp/dispatch-$seconds.json" 2>/dev/null) \
         || fail "chroma-bench dispatch under callgrind failed; see $tmp/dispatch-$seconds.log"
     callback_thread "$out"
@@ -171,5 +176,5 @@ hello_ir=$(awk '/^summary:/ { print $2 }' "$tmp/httpd.out.1")
 per_request=$(awk -v a="$hello_ir" -v n="$REQUESTS" 'BEGIN { printf "%.0f", a / n }')
 
 echo "$(valgrind --version), callgrind instruction counts (Ir), binaries from $bin"
-echo "local callback: $per_callback instructions  (loop thread; $(grouped $((long_n - short_n))) callbacks: the ${LONG} s run's $(grouped "$long_n") minus the ${SHORT} s run's $(grouped "$short_n"); whole ${LONG} s thread / its callbacks: $whole_thread)"
+echo "local callback ($DISPATCH_LOOPS loop(s), stealing $DISPATCH_STEALING): $per_callback instructions  (loop thread; $(grouped $((long_n - short_n))) callbacks: the ${LONG} s run's $(grouped "$long_n") minus the ${SHORT} s run's $(grouped "$short_n"); whole ${LONG} s thread / its callbacks: $whole_thread)"
 echo "/hello request: $(grouped "$per_request") instructions  (whole process; $(grouped "$REQUESTS") requests on one keep-alive connection after $WARMUP warm-up ones, all answered 200 'Hello, World!')"

@@ -3,7 +3,7 @@
 // ones from each loop's memory cache, big ones with sendfile. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
 //
-//   chroma-httpd --port P --root DIR [--loops N]
+//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import ArgumentParser
@@ -32,7 +32,13 @@ struct ChromaHTTPD: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Event loops to run, at least 1. (default: one per online CPU)", valueName: "n"))
     var loops: Int?
 
+    @Option(help: ArgumentHelp("Work stealing between loops: on or off (colors stay where they start).", valueName: "on|off"))
+    var stealing: String = "on"
+
     func validate() throws {
+        guard stealing == "on" || stealing == "off" else {
+            throw ValidationError("--stealing must be on or off, not \(stealing)")
+        }
         guard (0...65535).contains(port) else {
             throw ValidationError("--port must be in 0...65535, not \(port)")
         }
@@ -56,7 +62,7 @@ struct ChromaHTTPD: ParsableCommand {
         routes.get("/hello") { request in request.respond(hello) }
         routes.files(at: "/", StaticFiles(root: root))
 
-        let runtime = try Runtime(loops: loops)
+        let runtime = try Runtime(loops: loops, stealing: stealing == "on" ? .on : .off)
         try runtime.start()
         let server = try runtime.serveHTTP(port: UInt16(port), routes: routes)
         // SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.

@@ -38,6 +38,8 @@ final class Loop: @unchecked Sendable {
     /// Consecutive drains that ran nothing and stopped at a claimed, unfilled mailbox slot
     /// (loop thread only; see `pollDelay`).
     private var stalledPolls = 0
+    /// Whether the last drain ended with the loop asleep (loop thread only).
+    private var sleptBefore = true
     private var thread: pthread_t?
     private let pinToCPU: Int?
     /// Moving colors to and from this loop (loop thread; see `Migration`).
@@ -208,11 +210,12 @@ final class Loop: @unchecked Sendable {
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         var waiting = false
-        // With stealing on, the drain pauses every `Migration.chunk` jobs, between two
+        // With stealing on, the drain pauses every `migration.chunk` jobs, between two
         // callbacks, where colors may move (`Migration.pause`).
-        let chunk = migration.enabled ? Migration.chunk : Int.max
-        if chunk != Int.max { migration.beginDrain() }
+        let stealing = migration.enabled
+        if stealing { migration.beginDrain(afterSleep: sleptBefore) }
         while remaining > 0 {
+            let chunk = stealing ? migration.chunk : Int.max
             if migration.hasTaken {
                 // Jobs a move took from the mailbox are older than all that is left there,
                 // so they run first, and before the run queue again (see `Migration`).
@@ -228,7 +231,7 @@ final class Loop: @unchecked Sendable {
             let fromMailbox = core.mailbox.run(limit: share)
             let fromRing = min(limit &- fromMailbox, chunk)
             remaining = limit &- fromMailbox &- fromRing &+ Loop.runJobs(local, limit: fromRing)
-            if chunk != Int.max {
+            if stealing {
                 migration.pause(core, ran: limit &- remaining, mayGive: !stopRequested.load(ordering: .relaxed))
             }
             if fromMailbox < share && local.pointee.runQueue.isEmpty && !migration.hasTaken {
@@ -250,6 +253,7 @@ final class Loop: @unchecked Sendable {
         // producer descheduled mid-post (one the scheduler ranks below this loop, even) is
         // not competed with by a loop spinning through libevent passes for it.
         stalledPolls = waiting && remaining == Loop.budget ? stalledPolls &+ 1 : 0
+        sleptBefore = idle
         Callback.endBatch()
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) { finish() }

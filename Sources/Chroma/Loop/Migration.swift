@@ -42,7 +42,9 @@ final class Migration {
     let enabled: Bool
     /// Sampled nanoseconds per callback (an average over recent pauses).
     private var costPerJob: Double = 0
+    /// When the current sample began (0: not yet in this drain), and the jobs run since.
     private var sampledAt: UInt64 = 0
+    private var jobsSinceSample = 0
     private var nextLook: UInt64 = 0
     private var lookInterval = Migration.firstLookInterval
     /// Buckets whose arrival marker ran here, not yet settled (`arriving` still set).
@@ -61,8 +63,15 @@ final class Migration {
     let bucketsReceived = Atomic<Int>(0)
     let moves = Atomic<Int>(0)
 
-    /// Jobs run between two pauses of a drain when stealing is on.
-    static let chunk = 32
+    /// Jobs run between two pauses of a drain when stealing is on: enough for about
+    /// `pauseEvery` of work at the sampled cost, within `minChunk...maxChunk`. Each pause
+    /// reads the clock once, so cheap callbacks pause rarely (a clock read per 32 tiny
+    /// callbacks cost the balanced dispatch rows a tenth of their rate) and 20 µs callbacks
+    /// pause every 32 (a move then waits at most 0.64 ms for a pause).
+    private(set) var chunk = Migration.minChunk
+    static let minChunk = 32
+    static let maxChunk = 4096
+    static let pauseEvery = 200_000.0
     /// A bucket is worth moving only if its queued jobs are worth this much (ns): well above
     /// what the move costs per bucket (two queue moves per job).
     static let bucketWorth = 2_000.0
@@ -104,9 +113,14 @@ final class Migration {
         _ = core.mailbox.take(upTo: core.mailbox.cut(), into: &taken)
     }
 
-    /// A drain begins: the cost per callback is sampled from here (time asleep is not work).
-    func beginDrain() {
-        sampledAt = monotonicNanoseconds()
+    /// A drain begins; `afterSleep` if the loop slept since the last one. Time asleep is not
+    /// work, so sampling then starts again, at the first pause after `chunk` jobs (a drain
+    /// shorter than that reads no clock at all: its loop is not the busy one). A drain that
+    /// continues one the budget stopped keeps sampling across libevent's poll between them.
+    func beginDrain(afterSleep: Bool) {
+        guard afterSleep else { return }
+        sampledAt = 0
+        jobsSinceSample = 0
     }
 
     /// A pause of a drain on this loop, between two callbacks, after `ran` jobs. Settles
@@ -114,11 +128,16 @@ final class Migration {
     /// false while the loop shuts down.
     func pause(_ core: LoopCore, ran: Int, mayGive: Bool) {
         if !arrived.isEmpty { settleArrivals(core) }
-        guard ran > 0 else { return }
+        jobsSinceSample &+= ran
+        guard jobsSinceSample >= chunk else { return }
         let now = monotonicNanoseconds()
-        let perJob = Double(now &- sampledAt) / Double(ran)
-        costPerJob = costPerJob == 0 ? perJob : costPerJob * 0.875 + perJob * 0.125
+        if sampledAt != 0 {
+            let perJob = Double(now &- sampledAt) / Double(jobsSinceSample)
+            costPerJob = costPerJob == 0 ? perJob : costPerJob * 0.875 + perJob * 0.125
+            chunk = Int(min(Double(Migration.maxChunk), max(Double(Migration.minChunk), Migration.pauseEvery / max(costPerJob, 1))))
+        }
         sampledAt = now
+        jobsSinceSample = 0
         guard mayGive else { return }
         if runtime.testingForcedMigrations {
             // Every pause; far less often under a deep backlog, where each move scans it.

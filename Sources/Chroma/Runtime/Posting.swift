@@ -12,6 +12,17 @@ public enum Stealing: Sendable, Equatable {
     case on
 }
 
+/// What a runtime's stealing has done (`Runtime.stealingCounts`).
+public struct StealingCounts: Sendable, Equatable {
+    /// Moves made: each hands one or more color buckets from a busy loop to a sleeping one.
+    public var moves = 0
+    /// Color buckets moved, over all moves (a bucket holds the colors equal modulo the
+    /// bucket count, about 8,192).
+    public var bucketsMoved = 0
+    /// No moves yet.
+    public init() {}
+}
+
 extension Runtime {
     /// Queues `job` (of color number `raw`) on the loop that owns the color now: the one
     /// way every job of a color is queued, so a color's jobs are all in its owner's queues
@@ -33,17 +44,27 @@ extension Runtime {
                 core.pushLocal(job)
                 return true
             }
-            switch core.mailbox.push(job, unlessMoved: slot, from: word) {
-            case .queued(let wake):
-                if wake { core.wake() }
-                return true
-            case .closed:
-                return false
-            case .moved(let wake):
-                if wake { core.wake() }
-            }
+            return postRemote(job, slot: slot, word: word)
         }
         return postMoving(job, color: raw)
+    }
+
+    /// `post` from another thread than the owner's: out of line, so that the local push
+    /// beside it keeps its registers (inlined, the mailbox push and its recheck cost the
+    /// local path spills).
+    @usableFromInline @inline(never)
+    func postRemote(_ job: Job, slot: UnsafeMutablePointer<Atomic<UInt64>>, word: UInt64) -> Bool {
+        let core = cores[OwnerWord.loop(word)]
+        switch core.mailbox.push(job, unlessMoved: slot, from: word) {
+        case .queued(let wake):
+            if wake { core.wake() }
+            return true
+        case .closed:
+            return false
+        case .moved(let wake):
+            if wake { core.wake() }
+            return postMoving(job, color: job.tagged & Job.colorMask)
+        }
     }
 
     /// `post` for a color in the middle of a move: waits while its old owner gathers its

@@ -235,6 +235,16 @@ public final class Runtime: @unchecked Sendable {
         placement.pin(color)
     }
 
+    /// What stealing has done so far, summed over the loops. Any thread; relaxed counts.
+    public var stealingCounts: StealingCounts {
+        var counts = StealingCounts()
+        for loop in loops {
+            counts.moves += loop.migration.moves.load(ordering: .relaxed)
+            counts.bucketsMoved += loop.migration.bucketsGiven.load(ordering: .relaxed)
+        }
+        return counts
+    }
+
     /// A color no other call of this runtime has returned, owned by the next loop in
     /// round-robin order: give one to each connection or task to spread them across cores.
     /// Any thread.
