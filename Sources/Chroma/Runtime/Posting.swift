@@ -54,7 +54,15 @@ extension Runtime {
     /// local path spills).
     @usableFromInline @inline(never)
     func postRemote(_ job: Job, slot: UnsafeMutablePointer<Atomic<UInt64>>, word: UInt64) -> Bool {
-        let core = cores[OwnerWord.loop(word)]
+        if let done = push(job, to: cores[OwnerWord.loop(word)], slot: slot, word: word) { return done }
+        return postMoving(job, color: job.tagged & Job.colorMask)
+    }
+
+    /// One mailbox push that rechecks the owner word: true when queued, false when the
+    /// mailbox is closed, nil when the color moved under the claim (post again). Wakes the
+    /// loop when the push says so.
+    @inline(__always)
+    private func push(_ job: Job, to core: LoopCore, slot: UnsafeMutablePointer<Atomic<UInt64>>, word: UInt64) -> Bool? {
         switch core.mailbox.push(job, unlessMoved: slot, from: word) {
         case .queued(let wake):
             if wake { core.wake() }
@@ -63,7 +71,7 @@ extension Runtime {
             return false
         case .moved(let wake):
             if wake { core.wake() }
-            return postMoving(job, color: job.tagged & Job.colorMask)
+            return nil
         }
     }
 
@@ -88,15 +96,7 @@ extension Runtime {
                 core.pushLocal(job)
                 return true
             }
-            switch core.mailbox.push(job, unlessMoved: slot, from: word) {
-            case .queued(let wake):
-                if wake { core.wake() }
-                return true
-            case .closed:
-                return false
-            case .moved(let wake):
-                if wake { core.wake() }
-            }
+            if let done = push(job, to: core, slot: slot, word: word) { return done }
             word = slot.pointee.load(ordering: .acquiring)
         }
     }
