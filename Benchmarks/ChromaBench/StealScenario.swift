@@ -82,6 +82,11 @@ struct StealCommand: ParsableCommand {
         print("      with ~0.1 us callbacks (moving cannot pay); zipf = 10,000 colors drawn from Zipf(s = 1.0) by one producer")
         print("      thread, 90% ~2 us and 10% ~50 us callbacks, at most 4,096 outstanding (p99 = queue delay, post to start);")
         print("      local / cross = the dispatch table's local and cross-function rows (balanced load)")
+        if wanted.contains(.zipf) {
+            let share = zipfBusiestShare(loops: loops)
+            print("zipf: under static placement the busiest loop receives \(fixed(share * 100, 1))% of the posts (an even split: "
+                  + "\(fixed(100 / Double(loops), 1))%)")
+        }
     }
 }
 
@@ -201,7 +206,7 @@ func measureSkew(loops: Int, stealing: Stealing, seconds: Double, rounds: Int) t
 func measureZipf(loops: Int, stealing: Stealing, seconds: Double, work: HashWork) throws -> StealResult {
     let runtime = try Runtime(loops: loops, stealing: stealing)
     try runtime.start()
-    let colors = 10_000
+    let colors = zipfColors
     var cdf = [Double](repeating: 0, count: colors)
     var sum = 0.0
     for k in 0..<colors { sum += 1 / Double(k + 1); cdf[k] = sum }
@@ -243,6 +248,16 @@ func measureZipf(loops: Int, stealing: Stealing, seconds: Double, work: HashWork
 final class StopFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
+
+/// Zipf(1.0) over `zipfColors` colors placed by `rawValue % loops`: the busiest loop's share
+/// of the posts.
+func zipfBusiestShare(loops: Int) -> Double {
+    var shares = [Double](repeating: 0, count: loops)
+    for k in 0..<zipfColors { shares[k % loops] += 1 / Double(k + 1) }
+    return shares.max()! / shares.reduce(0, +)
+}
+
+let zipfColors = 10_000
 
 /// Queue delays, one buffer per loop (each written only by its loop's thread).
 final class ZipfDelays: @unchecked Sendable {
