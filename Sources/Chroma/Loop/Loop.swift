@@ -38,8 +38,8 @@ final class Loop: @unchecked Sendable {
     /// Consecutive drains that ran nothing and stopped at a claimed, unfilled mailbox slot
     /// (loop thread only; see `pollDelay`).
     private var stalledPolls = 0
-    /// Whether the last drain ended with the loop asleep (loop thread only).
-    private var sleptBefore = true
+    /// Whether the last drain stopped because its budget was spent (loop thread only).
+    private var budgetSpent = false
     private var thread: pthread_t?
     private let pinToCPU: Int?
     /// Moving colors to and from this loop (loop thread; see `Migration`).
@@ -213,7 +213,7 @@ final class Loop: @unchecked Sendable {
         // With stealing on, the drain pauses every `migration.chunk` jobs, between two
         // callbacks, where colors may move (`Migration.pause`).
         let stealing = migration.enabled
-        if stealing { migration.beginDrain(afterSleep: sleptBefore) }
+        if stealing { migration.beginDrain(continuing: budgetSpent) }
         while remaining > 0 {
             let chunk = stealing ? migration.chunk : Int.max
             if migration.hasTaken {
@@ -253,7 +253,7 @@ final class Loop: @unchecked Sendable {
         // producer descheduled mid-post (one the scheduler ranks below this loop, even) is
         // not competed with by a loop spinning through libevent passes for it.
         stalledPolls = waiting && remaining == Loop.budget ? stalledPolls &+ 1 : 0
-        sleptBefore = idle
+        budgetSpent = remaining == 0
         Callback.endBatch()
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) { finish() }

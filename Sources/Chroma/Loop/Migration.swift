@@ -113,12 +113,13 @@ final class Migration {
         _ = core.mailbox.take(upTo: core.mailbox.cut(), into: &taken)
     }
 
-    /// A drain begins; `afterSleep` if the loop slept since the last one. Time asleep is not
-    /// work, so sampling then starts again, at the first pause after `chunk` jobs (a drain
-    /// shorter than that reads no clock at all: its loop is not the busy one). A drain that
-    /// continues one the budget stopped keeps sampling across libevent's poll between them.
-    func beginDrain(afterSleep: Bool) {
-        guard afterSleep else { return }
+    /// A drain begins; `continuing` when the last one stopped only because its budget was
+    /// spent. Only then does sampling go on (across libevent's poll between the two); after
+    /// a sleep, or between short drains, the time in between is not queued work, so sampling
+    /// starts again, at the first pause after `chunk` jobs. A drain shorter than that reads no
+    /// clock at all: its loop is not the busy one.
+    func beginDrain(continuing: Bool) {
+        guard !continuing else { return }
         sampledAt = 0
         jobsSinceSample = 0
     }
