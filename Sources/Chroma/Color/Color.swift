@@ -3,9 +3,10 @@ import CChroma
 /// A color, as in libasync-smp: callbacks of one color never overlap and run in the order
 /// one thread queued them; callbacks of different colors may run in parallel.
 ///
-/// Each color is run by one loop, all of its work there, so serialization needs no lock per
-/// color; which loop, and which numbers are handed out fresh or reserved, is decided in one
-/// place, `Placement`. Two colors on one loop also serialize with each other: that costs
+/// Each color is run by one loop at a time, all of its work there, so serialization needs no
+/// lock per color; which loop (and, with stealing on, when a color moves to an idle loop
+/// between two of its callbacks), and which numbers are handed out fresh or reserved, is
+/// decided in one place, `Placement`. Two colors on one loop also serialize with each other: that costs
 /// parallelism, never correctness. `Color.main` (0) is the default everywhere, so a program
 /// that never names a color runs everything on loop 0, one callback at a time.
 ///

@@ -15,7 +15,8 @@ public final class Timer: Sendable {
     /// internal waiters such as `sleep(for:)` that must hear about it.
     let onShutdown: (@Sendable () -> Void)?
     private let state = Atomic<UInt8>(State.pending.rawValue)
-    /// The loop queue holding the timer (see `Placement.pin`).
+    /// The queue of the loop the timer was scheduled on; a fire whose color has moved since
+    /// is forwarded to the color's owner (`Loop.runOrForward`).
     private let queue: TimerQueue
 
     enum State: UInt8 { case pending, fired, cancelled }
