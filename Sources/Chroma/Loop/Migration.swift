@@ -8,8 +8,8 @@ import Synchronization
 /// **Who moves what.** Only a bucket's owner moves it, between two of its callbacks, since
 /// only the owner may touch its queues. An idle loop asks for nothing: it goes to sleep,
 /// which sets its mailbox's sleeping bit, and a busy loop that finds a sleeping loop at a
-/// pause (nearest loops first, at most every `lookInterval`) gives it half of its stealable
-/// buckets. A bucket is stealable when it is not pinned, not in transit, not `recent` (moved
+/// pause (neighbours first, then from a random start; at most every `lookInterval`) gives
+/// it half of its stealable buckets. A bucket is stealable when it is not pinned, not in transit, not `recent` (moved
 /// here and not yet seen idle), and its queued jobs are worth `bucketWorth` at the loop's
 /// sampled cost per callback; a gift is made only when the whole is worth `giftWorth`,
 /// which repays waking the sleeper.
@@ -158,17 +158,31 @@ final class Migration {
         }
     }
 
-    /// The nearest loop (by index distance) whose mailbox is marked asleep.
+    /// A loop whose mailbox is marked asleep: a neighbour by index first (on a machine whose
+    /// loops are pinned in order, the likeliest to share a cache), then the others from a
+    /// random start, so that busy loops spread their gifts.
     private func nearestSleeper() -> Int? {
         let count = runtime.loopCount
         guard count > 1 else { return nil }
-        for distance in 1...(count / 2) {
-            for candidate in [(index + distance) % count, (index + count - distance) % count]
-            where candidate != index && runtime.cores[candidate].mailbox.isAsleep {
-                return candidate
-            }
+        for candidate in [(index + 1) % count, (index + count - 1) % count]
+        where candidate != index && runtime.cores[candidate].mailbox.isAsleep {
+            return candidate
+        }
+        guard count > 3 else { return nil }
+        let start = Int(nextRandom() % UInt64(count))
+        for step in 0..<count {
+            let candidate = (start + step) % count
+            if candidate != index && runtime.cores[candidate].mailbox.isAsleep { return candidate }
         }
         return nil
+    }
+
+    /// A xorshift step of this loop's generator.
+    private func nextRandom() -> UInt64 {
+        random ^= random << 13
+        random ^= random >> 7
+        random ^= random << 17
+        return random
     }
 
     /// Counts the queued jobs of each bucket this loop may give away (after taking its
@@ -220,13 +234,9 @@ final class Migration {
     private func giveRandomly(_ core: LoopCore) {
         let count = runtime.loopCount
         guard count > 1 else { return }
-        random ^= random << 13; random ^= random >> 7; random ^= random << 17
-        let target = (index + 1 + Int(random % UInt64(count - 1))) % count
+        let target = (index + 1 + Int(nextRandom() % UInt64(count - 1))) % count
         _ = give(core, to: target) { counts in
-            counts.keys.sorted().filter { _ in
-                self.random ^= self.random << 13; self.random ^= self.random >> 7; self.random ^= self.random << 17
-                return self.random & 1 == 0
-            }
+            counts.keys.sorted().filter { _ in self.nextRandom() & 1 == 0 }
         }
     }
 
