@@ -183,17 +183,23 @@ final class MigrationTests: XCTestCase {
             if fires.increment() == 200 { enough.fire() }
         }
         let stop = Atomic<Bool>(false)
+        let producerDone = Signal()
+        let posted = Counter(), ran = Counter()
         Thread.detachNewThread {
             var i = 0
             while !stop.load(ordering: .relaxed) {
-                try? runtime.execute(on: color) { probe.enter(); probe.leave() }
-                try? runtime.execute(on: Color(UInt64(20 + i % 10))) {}
+                // Flow control on the loops' progress, so the queues stay short and moves frequent.
+                while posted.current - ran.current > 2000 && !stop.load(ordering: .relaxed) { sched_yield() }
+                posted.increment(by: 2)
+                try? runtime.execute(on: color) { probe.enter(); probe.leave(); ran.increment() }
+                try? runtime.execute(on: Color(UInt64(20 + i % 10))) { ran.increment() }
                 i += 1
-                if i % 256 == 0 { usleep(10) }  // pacing the producer, not waiting for an event
             }
+            producerDone.fire()
         }
         XCTAssertTrue(enough.wait())
         stop.store(true, ordering: .relaxed)
+        XCTAssertTrue(producerDone.wait())
         timer.cancel()
         XCTAssertEqual(probe.overlaps.load(ordering: .relaxed), 0)
         XCTAssertEqual(probe.wrongColor.load(ordering: .relaxed), 0)
