@@ -224,7 +224,7 @@ func measureZipf(loops: Int, stealing: Stealing, seconds: Double, work: HashWork
             var lo = 0, hi = colors - 1
             while lo < hi { let mid = (lo + hi) / 2; if cdf[mid] < u { lo = mid + 1 } else { hi = mid } }
             let rounds = random % 10 == 0 ? long : short
-            let postedAt = delays.now()
+            let postedAt = nowNanoseconds()
             try! runtime.execute(on: Color(UInt64(lo))) {
                 delays.record(loop: runtime.currentLoopIndex!, since: postedAt)
                 blackHole(HashWork.hash(rounds: rounds, seed: postedAt))
@@ -260,23 +260,22 @@ func zipfBusiestShare(loops: Int) -> Double {
 let zipfColors = 10_000
 
 /// Queue delays, one buffer per loop (each written only by its loop's thread).
-final class ZipfDelays: @unchecked Sendable {
-    // Safe to share: `samples[i]` is appended to only on loop i's thread, and read by the
-    // main thread after the runtime shut down (the join orders it).
-    private var samples: [[UInt64]]
-    init(loops: Int) { samples = Array(repeating: [], count: loops) }
+final class ZipfDelays: Sendable {
+    private let buffers: [LoopSamples]
+    init(loops: Int) { buffers = (0..<loops).map { _ in LoopSamples() } }
 
-    func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-    }
-
-    func record(loop: Int, since postedAt: UInt64) { samples[loop].append(now() &- postedAt) }
+    func record(loop: Int, since postedAt: UInt64) { buffers[loop].values.append(nowNanoseconds() &- postedAt) }
 
     func p99Microseconds() -> Double? {
-        let all = samples.flatMap { $0 }.sorted()
+        let all = buffers.flatMap(\.values).sorted()
         guard !all.isEmpty else { return nil }
         return Double(all[min(all.count - 1, all.count * 99 / 100)]) / 1000
     }
+}
+
+/// One loop's queue delays.
+final class LoopSamples: @unchecked Sendable {
+    // Safe to share: appended to only on one loop's thread, and read by the main thread
+    // after the runtime shut down (the join orders it).
+    var values: [UInt64] = []
 }

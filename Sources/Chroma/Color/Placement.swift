@@ -120,11 +120,6 @@ struct Placement: ~Copyable {
         }
     }
 
-    /// True if `color` can never move (its bucket is pinned).
-    func isPinned(_ color: Color) -> Bool {
-        ownerSlot(of: color.rawValue).pointee.load(ordering: .acquiring) & OwnerWord.pinned != 0
-    }
-
     /// A color no other call has returned, owned by the next loop in round-robin order.
     func makeColor() -> Color {
         let n = nextFresh.add(1, ordering: .relaxed).oldValue

@@ -212,21 +212,15 @@ final class Migration {
         return OwnerWord.loop(word) == index && word & blocking == 0
     }
 
-    /// Half of the stealable buckets (every other one, busiest first), if they are worth a gift.
+    /// Half of the stealable buckets (every other one, busiest first), if they are worth a
+    /// gift. A loop's only queued bucket stays: moving it would only move the whole load.
     private func chooseHalfOfStealable(_ counts: [Int: Int]) -> [Int] {
+        guard counts.count > 1 else { return [] }
         let stealable = counts.filter { Double($0.value) * costPerJob >= Migration.bucketWorth }
             .sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-        guard stealable.count >= 1 else { return [] }
-        var chosen: [Int] = []
-        var worth = 0.0
-        for (i, entry) in stealable.enumerated() where i % 2 == 0 || stealable.count == 1 {
-            chosen.append(entry.key)
-            worth += Double(entry.value) * costPerJob
-        }
-        // One bucket alone is moved only when another loop can run it while this one runs
-        // the rest; a loop's only busy bucket stays.
-        if stealable.count == 1 && counts.count == 1 { return [] }
-        return worth >= Migration.giftWorth ? chosen : []
+        let chosen = stride(from: 0, to: stealable.count, by: 2).map { stealable[$0] }
+        let worth = chosen.reduce(0.0) { $0 + Double($1.value) * costPerJob }
+        return worth >= Migration.giftWorth ? chosen.map(\.key) : []
     }
 
     /// The test hook (`Runtime.testingForcedMigrations`): about half of the movable buckets
