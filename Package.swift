@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // Stall reports and warnings go to a swift-log `Logger` (a small package, no
+        // dependencies of its own: the core target stays light).
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         // Latency percentiles in chroma-bench only.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
@@ -40,6 +43,7 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // HTTP/1.1 on the runtime: routes, limits and static files over its own evhttp engine

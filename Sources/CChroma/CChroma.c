@@ -27,9 +27,8 @@ struct chroma_open_how {
 #define CHROMA_RESOLVE_CACHED 0x20
 
 _Thread_local void *chroma_tls_loop = 0;
-_Thread_local uint64_t chroma_tls_color = UINT64_MAX;
+_Thread_local struct chroma_thread_state chroma_tls_state = { .color = UINT64_MAX };
 _Thread_local int chroma_tls_pool_worker = 0;
-_Thread_local uint64_t chroma_tls_passes = 0;
 
 int chroma_pin_current_thread(int cpu) {
     cpu_set_t set;

@@ -2,29 +2,76 @@
 #define CHROMA_CCHROMA_H
 #include <stdint.h>
 
-// The loop and color whose callback is running on this thread. Real C thread-locals: one
-// variable per thread, defined once in CChroma.c (a `static` one in a header would be a
-// different variable in every translation unit).
+// What a thread's running callback is, in one thread-local block that other threads may read
+// (the stall watchdog, through `chroma_thread_state_address`) and a fatal-signal handler reads
+// on its own thread. Fields other threads read are accessed with relaxed atomic builtins: plain
+// moves on the hot path, and no data race for the sanitizers.
+//   color   the running callback's color word (a job's tagged word), UINT64_MAX outside callbacks
+//   site    the running callback's enqueue site word (see `EnqueueSite`), 0 when unknown
+//   starts  callbacks started on this thread: the watchdog's progress mark and a counter
+//   passes  passes of callbacks ended (see `chroma_end_pass`); this thread only
+//   chain   with chains on, the sites that led to the running callback (parent first)
+struct chroma_thread_state {
+    uint64_t color;
+    uint64_t site;
+    uint64_t starts;
+    uint64_t passes;
+    uint64_t chain_count;
+    uint64_t chain[8];
+};
+#define CHROMA_CHAIN_DEPTH 8
+
+// Real C thread-locals: one variable per thread, defined once in CChroma.c (a `static` one in
+// a header would be a different variable in every translation unit).
 extern _Thread_local void *chroma_tls_loop;
-extern _Thread_local uint64_t chroma_tls_color;
+extern _Thread_local struct chroma_thread_state chroma_tls_state;
 // Non-zero on a blocking-pool worker thread.
 extern _Thread_local int chroma_tls_pool_worker;
-// Passes of callbacks ended on this thread (see `chroma_end_pass`).
-extern _Thread_local uint64_t chroma_tls_passes;
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
 static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }
-static inline uint64_t chroma_current_color(void) { return chroma_tls_color; }
-static inline void chroma_set_current_color(uint64_t color) { chroma_tls_color = color; }
+static inline uint64_t chroma_current_color(void) { return __atomic_load_n(&chroma_tls_state.color, __ATOMIC_RELAXED); }
+static inline void chroma_set_current_color(uint64_t color) { __atomic_store_n(&chroma_tls_state.color, color, __ATOMIC_RELAXED); }
+static inline uint64_t chroma_current_site(void) { return __atomic_load_n(&chroma_tls_state.site, __ATOMIC_RELAXED); }
+static inline void chroma_set_current_site(uint64_t site) { __atomic_store_n(&chroma_tls_state.site, site, __ATOMIC_RELAXED); }
+// A callback starts: its color and site become current, and the start count moves on (a
+// relaxed load and store, which compile to one add: only this thread writes it).
+static inline void chroma_begin_callback(uint64_t color, uint64_t site) {
+    __atomic_store_n(&chroma_tls_state.color, color, __ATOMIC_RELAXED);
+    __atomic_store_n(&chroma_tls_state.site, site, __ATOMIC_RELAXED);
+    __atomic_store_n(&chroma_tls_state.starts, __atomic_load_n(&chroma_tls_state.starts, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
+}
 // Ends a pass of callbacks (a drain's batch of jobs, or one callback libevent made; Swift's
 // `Callback` calls it): no color is current any more, and the pass count moves on, so work
 // budgeted per pass (reads served from the page cache on the loop) sees a new pass begin.
 static inline void chroma_end_pass(void) {
-    chroma_tls_color = UINT64_MAX;
-    chroma_tls_passes++;
+    __atomic_store_n(&chroma_tls_state.color, UINT64_MAX, __ATOMIC_RELAXED);
+    chroma_tls_state.passes++;
 }
 // How many passes of callbacks have ended on this thread; changes when a new one begins.
-static inline uint64_t chroma_current_pass(void) { return chroma_tls_passes; }
+static inline uint64_t chroma_current_pass(void) { return chroma_tls_state.passes; }
+// Callbacks started on this thread so far.
+static inline uint64_t chroma_current_starts(void) { return __atomic_load_n(&chroma_tls_state.starts, __ATOMIC_RELAXED); }
+// The calling thread's state block, for other threads to read while this thread lives.
+static inline struct chroma_thread_state *chroma_thread_state_address(void) { return &chroma_tls_state; }
+// Another thread's fields, read with relaxed loads.
+static inline uint64_t chroma_state_color(const struct chroma_thread_state *s) { return __atomic_load_n(&s->color, __ATOMIC_RELAXED); }
+static inline uint64_t chroma_state_site(const struct chroma_thread_state *s) { return __atomic_load_n(&s->site, __ATOMIC_RELAXED); }
+static inline uint64_t chroma_state_starts(const struct chroma_thread_state *s) { return __atomic_load_n(&s->starts, __ATOMIC_RELAXED); }
+static inline uint64_t chroma_state_chain_count(const struct chroma_thread_state *s) { return __atomic_load_n(&s->chain_count, __ATOMIC_RELAXED); }
+static inline uint64_t chroma_state_chain(const struct chroma_thread_state *s, int i) { return __atomic_load_n(&s->chain[i & 7], __ATOMIC_RELAXED); }
+// This thread's chain (see `struct chroma_thread_state`): set while a chained callback runs.
+static inline void chroma_set_chain(uint64_t count, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
+                                    uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7) {
+    struct chroma_thread_state *s = &chroma_tls_state;
+    __atomic_store_n(&s->chain[0], a0, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[1], a1, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->chain[2], a2, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[3], a3, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->chain[4], a4, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[5], a5, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->chain[6], a6, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[7], a7, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->chain_count, count, __ATOMIC_RELAXED);
+}
+
 static inline int chroma_is_pool_worker(void) { return chroma_tls_pool_worker; }
 static inline void chroma_set_pool_worker(int on) { chroma_tls_pool_worker = on; }
 
@@ -36,6 +83,49 @@ static inline void chroma_cpu_relax(void) {
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
+// MARK: Diagnostics (CChroma/Diagnostics.c)
+
+// The signal the stall watchdog sends a stalled loop thread to capture its stack
+// (SIGRTMIN + 7: a real-time signal nothing else in the process is expected to use).
+int chroma_stall_signal(void);
+
+// Installs the capture handler (once per process; loads the unwinder first, so the
+// handler itself never allocates). Returns 0 or an errno.
+int chroma_install_stack_capture(void);
+
+// Asks thread `thread` (a pthread_t) to capture its stack into `frames` (at most `capacity`
+// return addresses), then waits up to `timeout_ms` for it. Returns the frames captured, or
+// -1 when the thread did not answer in time (it is inside a system call that blocks
+// signals, say). One capture at a time per process: the caller serializes.
+int chroma_capture_stack(unsigned long thread, void **frames, int capacity, int timeout_ms);
+
+// The frames as text (backtrace_symbols: one malloc'd block, freed with
+// chroma_free_frame_symbols); NULL when out of memory. Not for signal handlers.
+char **chroma_frame_symbols(void *const *frames, int count);
+void chroma_free_frame_symbols(char **symbols);
+
+// Installs fatal-signal handlers (SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGABRT) that,
+// on a thread running a Chroma callback, write the callback's color, loop, enqueue site and
+// chain to stderr with async-signal-safe writes, then hand the signal to the handler that
+// was there before (Swift's backtracer, say) or to the default action. Once per process.
+int chroma_install_crash_context(void);
+
+// Gives the calling thread an alternate signal stack, so the crash handler can report a stack
+// overflow too. Loop threads call it at start. Returns 0 or an errno.
+int chroma_use_alternate_signal_stack(void);
+
+// Drops the alternate signal stack `chroma_use_alternate_signal_stack` gave this thread.
+void chroma_release_alternate_signal_stack(void);
+
+// The sites of running async tasks (`Runtime.spawn`), by task address, readable from signal
+// handlers. Insert returns 0 when the table is full (the task's site stays unknown).
+int chroma_task_site_insert(const void *task, uint64_t site);
+void chroma_task_site_remove(const void *task);
+uint64_t chroma_task_site(const void *task);
+
+// Sets the calling loop thread's index, for the crash handler's report.
+void chroma_set_loop_index(int index);
+
 #endif
 }
 
@@ -76,5 +166,48 @@ int chroma_pread_nowait_supported(void);
 /// Drops `fd`'s pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; dirty
 /// pages are written back first only if `fdatasync` ran). Returns 0 or an errno.
 int chroma_drop_cached_pages(int fd);
+
+// MARK: Diagnostics (CChroma/Diagnostics.c)
+
+// The signal the stall watchdog sends a stalled loop thread to capture its stack
+// (SIGRTMIN + 7: a real-time signal nothing else in the process is expected to use).
+int chroma_stall_signal(void);
+
+// Installs the capture handler (once per process; loads the unwinder first, so the
+// handler itself never allocates). Returns 0 or an errno.
+int chroma_install_stack_capture(void);
+
+// Asks thread `thread` (a pthread_t) to capture its stack into `frames` (at most `capacity`
+// return addresses), then waits up to `timeout_ms` for it. Returns the frames captured, or
+// -1 when the thread did not answer in time (it is inside a system call that blocks
+// signals, say). One capture at a time per process: the caller serializes.
+int chroma_capture_stack(unsigned long thread, void **frames, int capacity, int timeout_ms);
+
+// The frames as text (backtrace_symbols: one malloc'd block, freed with
+// chroma_free_frame_symbols); NULL when out of memory. Not for signal handlers.
+char **chroma_frame_symbols(void *const *frames, int count);
+void chroma_free_frame_symbols(char **symbols);
+
+// Installs fatal-signal handlers (SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGABRT) that,
+// on a thread running a Chroma callback, write the callback's color, loop, enqueue site and
+// chain to stderr with async-signal-safe writes, then hand the signal to the handler that
+// was there before (Swift's backtracer, say) or to the default action. Once per process.
+int chroma_install_crash_context(void);
+
+// Gives the calling thread an alternate signal stack, so the crash handler can report a stack
+// overflow too. Loop threads call it at start. Returns 0 or an errno.
+int chroma_use_alternate_signal_stack(void);
+
+// Drops the alternate signal stack `chroma_use_alternate_signal_stack` gave this thread.
+void chroma_release_alternate_signal_stack(void);
+
+// The sites of running async tasks (`Runtime.spawn`), by task address, readable from signal
+// handlers. Insert returns 0 when the table is full (the task's site stays unknown).
+int chroma_task_site_insert(const void *task, uint64_t site);
+void chroma_task_site_remove(const void *task);
+uint64_t chroma_task_site(const void *task);
+
+// Sets the calling loop thread's index, for the crash handler's report.
+void chroma_set_loop_index(int index);
 
 #endif

@@ -159,7 +159,7 @@ extension Runtime {
     /// True while the loops run and take work (from the end of `start()` until they close
     /// their queues during shutdown, when `enqueue` starts refusing).
     var isAcceptingWork: Bool {
-        let current = state.load(ordering: .acquiring)
+        let current = lifecycle(state.load(ordering: .acquiring))
         return current == Lifecycle.running.rawValue || current == Lifecycle.stopping.rawValue
     }
 }

@@ -10,7 +10,7 @@ extension Runtime {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 sleep.begin(continuation)
                 do {
-                    let timer = try schedule(after: duration, repeating: nil, on: Color.current ?? .main,
+                    let timer = try schedule(after: duration, repeating: nil, on: Color.current ?? .main, site: 0,
                                              onShutdown: { sleep.finish(ChromaError.shutDown(operation: "sleep")) }) { sleep.finish(nil) }
                     sleep.attach(timer)
                 } catch {

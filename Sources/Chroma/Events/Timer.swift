@@ -11,6 +11,8 @@ public final class Timer: Sendable {
     /// The period of a repeating timer, in nanoseconds; nil for a one-shot timer.
     public let intervalNanoseconds: UInt64?
     let body: @Sendable () -> Void
+    /// Where `schedule` was called (an `EnqueueSite` word).
+    let site: UInt64
     /// Runs (on the loop) if the runtime shuts down with the timer still pending, for
     /// internal waiters such as `sleep(for:)` that must hear about it.
     let onShutdown: (@Sendable () -> Void)?
@@ -21,9 +23,10 @@ public final class Timer: Sendable {
 
     enum State: UInt8 { case pending, fired, cancelled }
 
-    init(color: Color, intervalNanoseconds: UInt64?, queue: TimerQueue, onShutdown: (@Sendable () -> Void)? = nil,
+    init(color: Color, site: UInt64 = 0, intervalNanoseconds: UInt64?, queue: TimerQueue, onShutdown: (@Sendable () -> Void)? = nil,
          body: @escaping @Sendable () -> Void) {
         self.color = color
+        self.site = site
         self.intervalNanoseconds = intervalNanoseconds
         self.queue = queue
         self.onShutdown = onShutdown

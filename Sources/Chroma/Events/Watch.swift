@@ -52,11 +52,14 @@ public final class Watch: @unchecked Sendable {
     /// cancelled; the handle table drops the watch when it is freed, which ends the cycle.
     private let runtime: Runtime
     let body: @Sendable (Interest) -> Void
+    /// Where `watch` or `onSignal` was called (an `EnqueueSite` word).
+    let site: UInt64
     var event: PersistentEvent?
     private let cancelled = Atomic<Bool>(false)
 
-    init(target: Target, interest: Interest, color: Color, loop: Loop, runtime: Runtime,
+    init(target: Target, interest: Interest, color: Color, site: UInt64 = 0, loop: Loop, runtime: Runtime,
          body: @escaping @Sendable (Interest) -> Void) {
+        self.site = site
         self.runtime = runtime
         self.target = target
         self.interest = interest
@@ -86,11 +89,11 @@ public final class Watch: @unchecked Sendable {
         guard !isCancelled else { return }
         switch target {
         case .fd:
-            Callback.run(as: color) { body(Interest(libeventFlags: flags)) }
+            Callback.run(as: color, site: site) { body(Interest(libeventFlags: flags)) }
         case .signal:
             // Signals all arrive on loop 0; the body runs on its own color's loop.
             let body = self.body
-            try? runtime.execute(on: color) { body([]) }
+            try? runtime.execute(on: color, site: site) { body([]) }
         }
     }
 }

@@ -46,9 +46,9 @@ public struct Files: Sendable {
     @discardableResult
     public func open(_ path: FilePath, _ mode: FileDescriptor.AccessMode, options: FileDescriptor.OpenOptions = [],
                      permissions: FilePermissions? = nil, on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<FileDescriptor>) throws(ChromaError) -> BlockingJob {
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<FileDescriptor>) throws(ChromaError) -> BlockingJob {
         let flags = mode.rawValue | options.rawValue
-        return try submit("open", .short, color, path: path, completion: completion) { () throws(FileError) in
+        return try submit(EnqueueSite.word(fileID, line), "open", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.open(path, flags, permissions, operation: "open")
         }
     }
@@ -57,8 +57,8 @@ public struct Files: Sendable {
     /// semantics), so never close it twice.
     @discardableResult
     public func close(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
-                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("close", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+                      fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "close", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
             try FileCalls.close(fd)
         }
     }
@@ -73,16 +73,16 @@ public struct Files: Sendable {
     /// call (so it does not check `fd`); above `maxReadCount` it is refused.
     @discardableResult
     public func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        try read(from: fd, at: offset, count: count, on: color, tryingCache: true, completion: completion)
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        try read(from: fd, at: offset, count: count, on: color, tryingCache: true, site: EnqueueSite.word(fileID, line), completion: completion)
     }
 
     /// `read(from:at:count:on:completion:)`, trying the page cache on the loop first only
     /// `tryingCache` (the async variant has tried already).
-    func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color, tryingCache: Bool,
+    func read(from fd: FileDescriptor, at offset: Int64, count: Int, on color: Color, tryingCache: Bool, site: UInt64 = 0,
               completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
         if offset < 0 || count < 0 || count > Files.maxReadCount {
-            return try submitInvalid("read", color, descriptor: fd,
+            return try submitInvalid(site, "read", color, descriptor: fd,
                                      "offset must not be negative and count must be in 0...\(Files.maxReadCount) (offset \(offset), count \(count))",
                                      completion: completion)
         }
@@ -93,24 +93,25 @@ public struct Files: Sendable {
             try runtime.checkRunning("read")
             if job.readCached(reads) {
                 reads.hit(slot)
+                job.site = site
                 try job.postFinishedOnLoop(runtime, operation: "read")
                 return BlockingJob(job: job, pool: runtime.pool)
             }
             reads.miss(slot)
         }
-        return try submit(job, "read")
+        return try submit(site, job, "read")
     }
 
     /// Writes all of `bytes` to `fd` at `offset` (`pwrite(2)`, repeated until done).
     /// Writes above 1 MiB go to the long lane.
     @discardableResult
     public func write(_ bytes: [UInt8], to fd: FileDescriptor, at offset: Int64, on color: Color = Color.current ?? .main,
-                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+                      fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
         if offset < 0 {
-            return try submitInvalid("write", color, descriptor: fd, "offset must not be negative (\(offset))", completion: completion)
+            return try submitInvalid(EnqueueSite.word(fileID, line), "write", color, descriptor: fd, "offset must not be negative (\(offset))", completion: completion)
         }
         let lane: BlockingLane = bytes.count > FileCalls.shortLaneBytes ? .long : .short
-        return try submit("write", lane, color, descriptor: fd, completion: completion) { () throws(FileError) in
+        return try submit(EnqueueSite.word(fileID, line), "write", lane, color, descriptor: fd, completion: completion) { () throws(FileError) in
             try FileCalls.pwrite(bytes, fd, offset: offset)
         }
     }
@@ -118,8 +119,8 @@ public struct Files: Sendable {
     /// Flushes `fd`'s data and metadata to the device (`fsync(2)`). Long lane.
     @discardableResult
     public func fsync(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
-                      completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("fsync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
+                      fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "fsync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
             try FileCalls.fsync(fd, dataOnly: false, operation: "fsync")
         }
     }
@@ -128,8 +129,8 @@ public struct Files: Sendable {
     /// Long lane.
     @discardableResult
     public func fdatasync(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
-                          completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("fdatasync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
+                          fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "fdatasync", .long, color, descriptor: fd, completion: completion) { () throws(FileError) in
             try FileCalls.fsync(fd, dataOnly: true, operation: "fdatasync")
         }
     }
@@ -137,8 +138,8 @@ public struct Files: Sendable {
     /// `fd`'s metadata (`fstat(2)`).
     @discardableResult
     public func stat(_ fd: FileDescriptor, on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
-        try submit("stat", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "stat", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
             FileInfo(try FileCalls.rawStat(fd, operation: "stat"))
         }
     }
@@ -146,11 +147,11 @@ public struct Files: Sendable {
     /// Sets `fd`'s size (`ftruncate(2)`): cuts or extends with zeros.
     @discardableResult
     public func truncate(_ fd: FileDescriptor, to size: Int64, on color: Color = Color.current ?? .main,
-                         completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+                         fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
         if size < 0 {
-            return try submitInvalid("truncate", color, descriptor: fd, "size must not be negative (\(size))", completion: completion)
+            return try submitInvalid(EnqueueSite.word(fileID, line), "truncate", color, descriptor: fd, "size must not be negative (\(size))", completion: completion)
         }
-        return try submit("truncate", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
+        return try submit(EnqueueSite.word(fileID, line), "truncate", .short, color, descriptor: fd, completion: completion) { () throws(FileError) in
             try FileCalls.truncate(fd, to: size)
         }
     }
@@ -169,13 +170,13 @@ public struct Files: Sendable {
     /// has nothing to say it fails with `EAGAIN`.
     @discardableResult
     public func read(_ path: FilePath, maxBytes: Int = Int(Int32.max), on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
-        try read(path, maxBytes: maxBytes, on: color, tryingCache: true, completion: completion)
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
+        try read(path, maxBytes: maxBytes, on: color, tryingCache: true, site: EnqueueSite.word(fileID, line), completion: completion)
     }
 
     /// `read(_:maxBytes:on:completion:)`, trying the page cache on the loop first only
     /// `tryingCache` (the async variant has tried already).
-    func read(_ path: FilePath, maxBytes: Int, on color: Color, tryingCache: Bool,
+    func read(_ path: FilePath, maxBytes: Int, on color: Color, tryingCache: Bool, site: UInt64 = 0,
               completion: @escaping Completion<[UInt8]>) throws(ChromaError) -> BlockingJob {
         let job = WholeFileRead(path: path, maxBytes: max(0, maxBytes), color: color, completion: completion)
         let reads = runtime.pool.cachedReads
@@ -183,12 +184,13 @@ public struct Files: Sendable {
             try runtime.checkRunning("read")
             if job.readCached(reads, slot: slot) {
                 reads.hit(slot)
+                job.site = site
                 try job.postFinishedOnLoop(runtime, operation: "read")
                 return BlockingJob(job: job, pool: runtime.pool)
             }
             reads.miss(slot)
         }
-        return try submit(job, "read")
+        return try submit(site, job, "read")
     }
 
     /// Writes `bytes` as the whole content of `path`, creating it with `permissions` if
@@ -200,9 +202,9 @@ public struct Files: Sendable {
     /// and `path` is untouched. Atomic writes, and writes above 1 MiB, use the long lane.
     @discardableResult
     public func write(_ bytes: [UInt8], to path: FilePath, atomic: Bool = false, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead],
-                      on color: Color = Color.current ?? .main, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+                      on color: Color = Color.current ?? .main, fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
         let lane: BlockingLane = atomic || bytes.count > FileCalls.shortLaneBytes ? .long : .short
-        return try submit("write", lane, color, path: path, completion: completion) { () throws(FileError) in
+        return try submit(EnqueueSite.word(fileID, line), "write", lane, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.writeFile(bytes, to: path, atomic: atomic, permissions: permissions)
         }
     }
@@ -212,8 +214,8 @@ public struct Files: Sendable {
     /// `path`'s metadata, following symbolic links (`stat(2)`).
     @discardableResult
     public func stat(_ path: FilePath, on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
-        try submit("stat", .short, color, path: path, completion: completion) { () throws(FileError) in
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "stat", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.info(path, followLinks: true, operation: "stat")
         }
     }
@@ -221,8 +223,8 @@ public struct Files: Sendable {
     /// `path`'s own metadata: a symbolic link is described, not followed (`lstat(2)`).
     @discardableResult
     public func lstat(_ path: FilePath, on color: Color = Color.current ?? .main,
-                      completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
-        try submit("lstat", .short, color, path: path, completion: completion) { () throws(FileError) in
+                      fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<FileInfo>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "lstat", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.info(path, followLinks: false, operation: "lstat")
         }
     }
@@ -231,8 +233,8 @@ public struct Files: Sendable {
     /// system returns them.
     @discardableResult
     public func list(_ path: FilePath, on color: Color = Color.current ?? .main,
-                     completion: @escaping Completion<[DirectoryEntry]>) throws(ChromaError) -> BlockingJob {
-        try submit("list", .short, color, path: path, completion: completion) { () throws(FileError) in
+                     fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<[DirectoryEntry]>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "list", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.list(path)
         }
     }
@@ -242,8 +244,8 @@ public struct Files: Sendable {
     @discardableResult
     public func makeDirectory(_ path: FilePath, permissions: FilePermissions = [.ownerReadWriteExecute, .groupReadExecute, .otherReadExecute],
                               withIntermediates: Bool = false, on color: Color = Color.current ?? .main,
-                              completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("makeDirectory", .short, color, path: path, completion: completion) { () throws(FileError) in
+                              fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "makeDirectory", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.makeDirectory(path, permissions: permissions, withIntermediates: withIntermediates)
         }
     }
@@ -251,8 +253,8 @@ public struct Files: Sendable {
     /// Removes a file, or an empty directory (`unlink(2)`, then `rmdir(2)` for a directory).
     @discardableResult
     public func remove(_ path: FilePath, on color: Color = Color.current ?? .main,
-                       completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("remove", .short, color, path: path, completion: completion) { () throws(FileError) in
+                       fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "remove", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.remove(path)
         }
     }
@@ -261,8 +263,8 @@ public struct Files: Sendable {
     /// error names `from`.
     @discardableResult
     public func rename(_ from: FilePath, to: FilePath, on color: Color = Color.current ?? .main,
-                       completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
-        try submit("rename", .short, color, path: from, completion: completion) { () throws(FileError) in
+                       fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+        try submit(EnqueueSite.word(fileID, line), "rename", .short, color, path: from, completion: completion) { () throws(FileError) in
             try FileCalls.rename(from, to: to)
         }
     }
@@ -270,11 +272,11 @@ public struct Files: Sendable {
     /// Sets the size of the file at `path` (`truncate(2)`): cuts or extends with zeros.
     @discardableResult
     public func truncate(_ path: FilePath, to size: Int64, on color: Color = Color.current ?? .main,
-                         completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
+                         fileID: StaticString = #fileID, line: UInt = #line, completion: @escaping Completion<Void>) throws(ChromaError) -> BlockingJob {
         if size < 0 {
-            return try submitInvalid("truncate", color, path: path, "size must not be negative (\(size))", completion: completion)
+            return try submitInvalid(EnqueueSite.word(fileID, line), "truncate", color, path: path, "size must not be negative (\(size))", completion: completion)
         }
-        return try submit("truncate", .short, color, path: path, completion: completion) { () throws(FileError) in
+        return try submit(EnqueueSite.word(fileID, line), "truncate", .short, color, path: path, completion: completion) { () throws(FileError) in
             try FileCalls.truncate(path, to: size)
         }
     }
@@ -337,25 +339,27 @@ public struct Files: Sendable {
 
     /// Queues `call` on the pool; its result, or the pool's refusal, goes to `completion`
     /// on `color`.
-    private func submit<T: Sendable>(_ operation: StaticString, _ lane: BlockingLane, _ color: Color,
+    private func submit<T: Sendable>(_ site: UInt64, _ operation: StaticString, _ lane: BlockingLane, _ color: Color,
                                      path: FilePath? = nil, descriptor: FileDescriptor? = nil,
                                      completion: @escaping Completion<T>,
                                      _ call: @escaping @Sendable () throws(FileError) -> T) throws(ChromaError) -> BlockingJob {
-        try submit(FileCallJob(operation, lane, color, path: path, descriptor: descriptor, completion: completion, call: call), operation)
+        try submit(site, FileCallJob(operation, lane, color, path: path, descriptor: descriptor, completion: completion, call: call), operation)
     }
 
-    private func submit(_ job: PoolJob, _ operation: StaticString) throws(ChromaError) -> BlockingJob {
+    /// `site`: the `EnqueueSite` word of the public call, which its completion carries.
+    private func submit(_ site: UInt64, _ job: PoolJob, _ operation: StaticString) throws(ChromaError) -> BlockingJob {
         try runtime.checkRunning(operation)
+        job.site = site
         try runtime.pool.submit(job, operation: operation)
         return BlockingJob(job: job, pool: runtime.pool)
     }
 
     /// Completes at once (through the pool's queue, so still on `color` and never inline)
     /// with an `.invalidArgument` error.
-    private func submitInvalid<T: Sendable>(_ operation: StaticString, _ color: Color, path: FilePath? = nil,
+    private func submitInvalid<T: Sendable>(_ site: UInt64, _ operation: StaticString, _ color: Color, path: FilePath? = nil,
                                             descriptor: FileDescriptor? = nil, _ detail: String,
                                             completion: @escaping Completion<T>) throws(ChromaError) -> BlockingJob {
-        try submit(operation, .short, color, path: path, descriptor: descriptor, completion: completion) { () throws(FileError) -> T in
+        try submit(site, operation, .short, color, path: path, descriptor: descriptor, completion: completion) { () throws(FileError) -> T in
             throw FileError(operation: String(describing: operation), path: path, descriptor: descriptor, code: .invalidArgument(detail))
         }
     }

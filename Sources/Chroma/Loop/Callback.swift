@@ -12,7 +12,11 @@ import CChroma
 ///   previous color, and `endBatch()` clears it once when the batch ends (one thread-local
 ///   store per job instead of two).
 ///
-/// Threading: loop threads only; the color lives in a C thread-local (`CChroma`).
+/// Each start publishes the callback's color and enqueue site and counts the start, in the
+/// thread's `chroma_thread_state`: the stall watchdog reads it from its own thread, a crash
+/// handler on this one, and `Runtime.statistics()` counts callbacks from it.
+///
+/// Threading: loop threads only; the state lives in a C thread-local (`CChroma`).
 @usableFromInline
 enum Callback {
     /// How a loop runs a Swift executor job: passed in by the runtime (see `Runtime.init`)
@@ -20,17 +24,20 @@ enum Callback {
     /// `Concurrency/`. Arguments: the job, and its tagged executor pointer.
     typealias ExecutorJobs = @convention(c) (UnsafeRawPointer, UnsafeRawPointer) -> Void
 
-    /// Runs `body` as `color`, then clears the current color and ends the pass. Loop thread
-    /// only. Called inside another callback (a job that starts a connection's first
-    /// callback), it restores that callback's color afterwards instead, and the pass goes on.
-    @inlinable @inline(__always) static func run(as color: Color, _ body: () -> Void) {
+    /// Runs `body` as `color` (queued at `site`, an `EnqueueSite` word), then clears the
+    /// current color and ends the pass. Loop thread only. Called inside another callback (a
+    /// job that starts a connection's first callback), it restores that callback's color and
+    /// site afterwards instead, and the pass goes on.
+    @inlinable @inline(__always) static func run(as color: Color, site: UInt64 = 0, _ body: () -> Void) {
         let outer = chroma_current_color()
-        chroma_set_current_color(color.rawValue)
+        let outerSite = chroma_current_site()
+        chroma_begin_callback(color.rawValue, site)
         body()
         if outer == Color.noneRawValue {
             chroma_end_pass()
         } else {
             chroma_set_current_color(outer)
+            chroma_set_current_site(outerSite)
         }
     }
 
@@ -46,7 +53,7 @@ enum Callback {
         // The tagged word as it is: readers clear the tag bits (`Color.currentRawValue`). A
         // mask here kept a 64-bit constant in a register across the calls, where it competed
         // with the closure context's register.
-        chroma_set_current_color(tagged)
+        chroma_begin_callback(tagged, slot.pointee.site)
         if tagged & (Job.functionTag | Job.executorTag) == 0 {
             Job.runClosure(at: UnsafeMutableRawPointer(slot).advanced(by: 8))
         } else if tagged & Job.functionTag != 0 {

@@ -1,15 +1,17 @@
-/// One queued callback: the color it runs as, and what to run, in three plain words.
+/// One queued callback: the color it runs as, what to run, and where it was queued, in four
+/// plain words.
 ///
 /// Two kinds of work share the queues. A Swift closure costs its context's reference count
 /// (nothing for a closure that captures nothing). A C-convention function with a raw
 /// context pointer touches no reference count and allocates nothing, which makes it the
 /// fastest path (libasync's `cpucb(cb, arg)`).
 ///
-/// The record is trivial and 24 bytes: `tagged` is the color, with the top bit set for a
+/// The record is trivial and 32 bytes: `tagged` is the color, with the top bit set for a
 /// function job and the next for an executor job; `word0`/`word1` are the function and its
 /// context, a closure's two words (entry point, retained context), or a Swift concurrency
-/// job and its `ColorExecutor`. Size matters: in cross-thread posting every job crosses
-/// between cores through the cache, so the record holds no more than three words.
+/// job and its `ColorExecutor`; `site` is the `EnqueueSite` word (0: unknown). Size
+/// matters: in cross-thread posting every job crosses between cores through the cache;
+/// four words make two records a cache line, with none straddling two.
 /// Ownership: a closure job's record owns one reference to the closure's context; the
 /// queues move records bitwise, and `Callback.run(job:)` consumes it exactly once.
 @usableFromInline
@@ -17,6 +19,7 @@ struct Job {
     @usableFromInline let tagged: UInt64
     @usableFromInline let word0: UnsafeRawPointer?
     @usableFromInline let word1: UnsafeRawPointer?
+    @usableFromInline let site: UInt64
 
     @usableFromInline static var functionTag: UInt64 { 1 << 63 }
     /// The tag of an executor job: a Swift concurrency job for a `ColorExecutor`.
@@ -37,7 +40,7 @@ struct Job {
 
     /// Takes ownership of `body`: its context reference moves into the record.
     @inlinable @inline(__always)
-    init(color: UInt64, body: consuming @escaping @Sendable () -> Void) {
+    init(color: UInt64, site: UInt64 = 0, body: consuming @escaping @Sendable () -> Void) {
         let closure = Closure(consume body)
         let words = unsafeBitCast(closure, to: (UnsafeRawPointer?, UnsafeRawPointer?).self)
         // `closure` is released when it goes out of scope; this retain keeps the record's
@@ -46,22 +49,27 @@ struct Job {
         tagged = color
         word0 = words.0
         word1 = words.1
+        self.site = site
     }
 
     @inlinable @inline(__always)
-    init(color: UInt64, function: @convention(c) (UnsafeMutableRawPointer?) -> Void, context: UnsafeMutableRawPointer?) {
+    init(color: UInt64, site: UInt64 = 0, function: @convention(c) (UnsafeMutableRawPointer?) -> Void, context: UnsafeMutableRawPointer?) {
         tagged = color | Job.functionTag
         word0 = unsafeBitCast(function, to: UnsafeRawPointer.self)
         word1 = UnsafeRawPointer(context)
+        self.site = site
     }
 
     /// A Swift concurrency job for `executor` (a `ColorExecutor`, not retained: a color
     /// executor lives as long as the actors and tasks that use it, which outlive their jobs).
+    /// Its site is the job itself, marked as a task's: a task `spawn` started is found in
+    /// the table of task sites when a report needs it (see `EnqueueSite`).
     @inlinable @inline(__always)
     init(color: UInt64, executorJob job: UnsafeRawPointer, executor: UnsafeRawPointer) {
         tagged = color | Job.executorTag
         word0 = job
         word1 = executor
+        site = UInt64(UInt(bitPattern: job)) | EnqueueSite.taskBit
     }
 
     /// Calls a function job's function with its context.

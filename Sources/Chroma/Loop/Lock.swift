@@ -45,15 +45,32 @@ final class Condition: @unchecked Sendable {
     // Safe to share: a pthread condition variable; the pointer never changes.
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    /// `monotonic`: timed waits measure the monotonic clock (wall-clock jumps do not
+    /// shorten or stretch them).
+    init(monotonic: Bool = false) {
         cond = .allocate(capacity: 1)
         cond.initialize(to: pthread_cond_t())
-        pthread_cond_init(cond, nil)
+        if monotonic {
+            var attributes = pthread_condattr_t()
+            pthread_condattr_init(&attributes)
+            pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+            pthread_cond_init(cond, &attributes)
+            pthread_condattr_destroy(&attributes)
+        } else {
+            pthread_cond_init(cond, nil)
+        }
     }
 
     deinit {
         pthread_cond_destroy(cond)
         cond.deallocate()
+    }
+
+    /// Waits for a signal or until the monotonic clock reads `deadline` (ns; the condition
+    /// must be `monotonic`), with `lock` held as for `wait`.
+    func wait(_ lock: Lock, untilMonotonic deadline: UInt64) {
+        var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        _ = pthread_cond_timedwait(cond, lock.mutex, &time)
     }
 
     /// Waits for a signal; `lock` must be held, and is held again on return. Wakeups may be

@@ -44,6 +44,8 @@ final class Loop: @unchecked Sendable {
     private let pinToCPU: Int?
     /// Moving colors to and from this loop (loop thread; see `Migration`).
     let migration: Migration
+    /// Counts for `Runtime.statistics()` and the stall watchdog.
+    let counters = LoopCounters()
     /// Jobs run per libevent callback before the loop lets libevent poll for I/O.
     static let budget = 4096
 
@@ -81,12 +83,12 @@ final class Loop: @unchecked Sendable {
     /// other callbacks. Only this loop could move a color it owns, so the answer cannot
     /// change before `body` runs. A post refused at shutdown drops the fire, as shutdown
     /// cancels pending timers.
-    func runOrForward(as color: Color, _ body: @escaping @Sendable () -> Void) {
+    func runOrForward(as color: Color, site: UInt64, _ body: @escaping @Sendable () -> Void) {
         let word = runtime.placement.ownerSlot(of: color.rawValue).pointee.load(ordering: .acquiring)
         if OwnerWord.loop(word) == index && word & OwnerWord.inTransit == 0 {
-            Callback.run(as: color, body)
+            Callback.run(as: color, site: site, body)
         } else {
-            _ = runtime.post(Job(color: color.rawValue, body: body), color: color.rawValue)
+            _ = runtime.post(Job(color: color.rawValue, site: site, body: body), color: color.rawValue)
         }
     }
 
@@ -140,6 +142,9 @@ final class Loop: @unchecked Sendable {
         _ = chroma_name_current_thread("chroma-loop-\(index)")
         if let cpu = pinToCPU { _ = chroma_pin_current_thread(Int32(cpu)) }
         chroma_set_current_loop(core.identity)
+        chroma_set_loop_index(Int32(truncatingIfNeeded: index))
+        if runtime.diagnostics.crashContext { _ = chroma_use_alternate_signal_stack() }
+        counters.attachThread()
         do throws(ChromaError) {
             let base = try EventBase()
             self.base = base
@@ -170,6 +175,8 @@ final class Loop: @unchecked Sendable {
     /// `event_active` on them. `releaseBase()` frees them once no producer can be in flight.
     private func teardown() {
         timers.detach()
+        counters.detachThread()
+        chroma_release_alternate_signal_stack()
         chroma_set_current_loop(nil)
     }
 
@@ -210,6 +217,7 @@ final class Loop: @unchecked Sendable {
         // goes through the continuation, so no job waits for a wakeup nobody will send.
         var idle = false
         var waiting = false
+        var tookFromMailbox = 0
         // With stealing on, the drain pauses every `migration.chunk` jobs, between two
         // callbacks, where colors may move (`Migration.pause`).
         let stealing = migration.enabled
@@ -229,6 +237,7 @@ final class Loop: @unchecked Sendable {
             // ahead of the loop must not keep the run queue from its turn.
             let share = min(local.pointee.runQueue.isEmpty ? limit : max(1, limit / 2), chunk)
             let fromMailbox = core.mailbox.run(limit: share)
+            tookFromMailbox &+= fromMailbox
             let fromRing = min(limit &- fromMailbox, chunk)
             remaining = limit &- fromMailbox &- fromRing &+ Loop.runJobs(local, limit: fromRing)
             if stealing {
@@ -255,6 +264,7 @@ final class Loop: @unchecked Sendable {
         stalledPolls = waiting && remaining == Loop.budget ? stalledPolls &+ 1 : 0
         budgetSpent = remaining == 0
         Callback.endBatch()
+        counters.noteDrain(mailboxJobs: tookFromMailbox, depth: local.pointee.runQueue.count &+ core.mailbox.approximateCount)
         local.pointee.draining = false
         if stopRequested.load(ordering: .acquiring) { finish() }
         if !idle && !finished {
@@ -351,6 +361,26 @@ final class Loop: @unchecked Sendable {
 }
 
 extension Loop {
+    /// The watchdog's probe of this loop's queue delay, sent at `sent` (monotonic ns) when
+    /// the loop had started `startsAtSend` callbacks, as a job of the loop's own color:
+    /// through the mailbox (behind what other threads queued), then once more through the
+    /// run queue (behind what this loop queued itself). The longer wait of the two is the
+    /// delay a job queued then would have seen; the jobs that ran ahead of it in that leg
+    /// are the depth of the queue it waited in. Any thread.
+    func probe(sentAt sent: UInt64, startsAtSend: UInt64) -> Bool {
+        enqueue(Job(color: runtime.loopColor(index).rawValue) { [self] in
+            let arrived = monotonicNanoseconds()
+            // This probe's own start is counted too.
+            let aheadInMailbox = Int(truncatingIfNeeded: chroma_current_starts() &- startsAtSend &- 1)
+            let aheadInRunQueue = core.local.pointee.runQueue.count
+            core.pushLocal(Job(color: runtime.loopColor(index).rawValue) { [self] in
+                let back = monotonicNanoseconds()
+                let (first, second) = (arrived &- sent, back &- arrived)
+                counters.noteProbe(delay: max(first, second), depth: first >= second ? aheadInMailbox : aheadInRunQueue)
+            })
+        })
+    }
+
     /// Lends the raw base to an engine (`EngineLoop.withRawBase`; see
     /// `EventBase.withRawBase`). Any thread while the loop is open.
     func withRawBase<R>(_ body: (OpaquePointer) throws(ChromaError) -> R) throws(ChromaError) -> R {

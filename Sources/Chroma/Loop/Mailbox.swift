@@ -2,7 +2,7 @@ import CChroma
 import Glibc
 import Synchronization
 
-/// Where threads other than the loop's own queue jobs for it: a lock-free queue of 24-byte
+/// Where threads other than the loop's own queue jobs for it: a lock-free queue of 32-byte
 /// `Job` slots for many producers and one consumer (the loop), in linked segments of
 /// `slotsPerSegment` slots. (Why not a mutex, and what it costs: docs/ARCHITECTURE.md,
 /// "The mailbox".)
@@ -73,8 +73,8 @@ struct Mailbox {
 
     init(holeColor: UInt64) {
         self.holeColor = holeColor
-        precondition(MemoryLayout<Job>.size == 24 && MemoryLayout<Job>.offset(of: \.word0) == 8,
-                     "a mailbox slot is a 24-byte Job whose second word marks it filled")
+        precondition(MemoryLayout<Job>.size == 32 && MemoryLayout<Job>.offset(of: \.word0) == 8,
+                     "a mailbox slot is a 32-byte Job whose second word marks it filled")
         let first = Mailbox.makeSegment()
         tail = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64).bindMemory(to: Atomic<UInt>.self, capacity: 1)
         // Asleep: the loop starts with nothing to run, so the first post must wake it.
@@ -443,12 +443,13 @@ struct Mailbox {
         (UnsafeMutableRawPointer(slot) + 8).assumingMemoryBound(to: Atomic<UInt>.self)
     }
 
-    /// Writes `job` into its claimed slot: the color and second word first, then the first
-    /// word with a release store, which is what the loop checks.
+    /// Writes `job` into its claimed slot: the color, the context and the site first, then
+    /// the code word with a release store, which is what the loop checks.
     @inlinable @inline(__always) static func fill(_ slot: UnsafeMutablePointer<Job>, with job: Job) {
         let raw = UnsafeMutableRawPointer(slot)
         raw.storeBytes(of: job.tagged, as: UInt64.self)
         raw.storeBytes(of: job.word1, toByteOffset: 16, as: UnsafeRawPointer?.self)
+        raw.storeBytes(of: job.site, toByteOffset: 24, as: UInt64.self)
         precondition(job.word0 != nil, "a job without code")
         publication(of: slot).pointee.store(UInt(bitPattern: job.word0), ordering: .releasing)
     }

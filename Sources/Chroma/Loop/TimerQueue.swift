@@ -77,9 +77,9 @@ final class TimerQueue: @unchecked Sendable {
                 if next <= now { next = now &+ interval }
                 sequence &+= 1
                 heap.insert(Entry(deadline: next, sequence: sequence, timer: timer))
-                loop!.runOrForward(as: timer.color, timer.body)
+                loop!.runOrForward(as: timer.color, site: timer.site, timer.body)
             } else if timer.claimForFiring() {
-                loop!.runOrForward(as: timer.color, timer.body)
+                loop!.runOrForward(as: timer.color, site: timer.site, timer.body)
             }
         }
         if let head = heap.min {

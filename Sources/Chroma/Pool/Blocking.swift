@@ -27,11 +27,13 @@ extension Runtime {
     /// `shutdown()` too.
     @discardableResult
     public func blocking<T: Sendable>(on color: Color = Color.current ?? .main, lane: BlockingLane = .long,
+                                      fileID: StaticString = #fileID, line: UInt = #line,
                                       _ work: @escaping @Sendable () throws -> T,
                                       completion: @escaping @Sendable (Result<T, any Error>) -> Void) throws(ChromaError) -> BlockingJob {
         try checkRunning("blocking")
         let job = BlockingWork(color: color, lane: lane, capacity: pool.configuration.queueCapacity,
                                work: work, completion: completion)
+        job.site = EnqueueSite.word(fileID, line)
         try pool.submit(job, operation: "blocking")
         return BlockingJob(job: job, pool: pool)
     }

@@ -125,6 +125,12 @@ public final class BlockingPool: @unchecked Sendable {
     @exclusivity(unchecked) private var wakeups = 0
     /// Jobs submitted, refused ones included (tests check that a cached read made none).
     @exclusivity(unchecked) private var submissions = 0
+    /// For `statistics`: jobs a worker is running, jobs run to their end, jobs refused as
+    /// overloaded, jobs cancelled (by `cancel()` or at shutdown).
+    @exclusivity(unchecked) private var running = 0
+    @exclusivity(unchecked) private var completed = 0
+    @exclusivity(unchecked) private var overloadedJobs = 0
+    @exclusivity(unchecked) private var cancelledJobs = 0
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -152,6 +158,7 @@ public final class BlockingPool: @unchecked Sendable {
     /// `.shutDown` once the runtime is stopping: then the job was not accepted and will
     /// never complete.
     func submit(_ job: PoolJob, operation: StaticString) throws(ChromaError) {
+        if runtime.keepsChains { job.chain = Chain.forChild() }
         lock.lock()
         if closed {
             lock.unlock()
@@ -160,6 +167,7 @@ public final class BlockingPool: @unchecked Sendable {
         unposted += 1
         submissions += 1
         if queued >= configuration.queueCapacity {
+            overloadedJobs += 1
             lock.unlock()
             job.state = .finished
             job.refuse(.overloaded)
@@ -181,6 +189,7 @@ public final class BlockingPool: @unchecked Sendable {
                 // rather than leave it waiting for a worker that may never come.
                 if job.lane == .short { short.removeLast() } else { long.removeLast() }
                 queued -= 1
+                overloadedJobs += 1
                 job.state = .finished
                 lock.unlock()
                 job.refuse(.overloaded)
@@ -200,6 +209,7 @@ public final class BlockingPool: @unchecked Sendable {
         }
         job.state = .cancelled
         queued -= 1
+        cancelledJobs += 1
         tombstones += 1
         // Cancelled jobs stay in their deque until a worker passes them; when they outnumber
         // the live ones (a lane at its cap, cancelled over and over), sweep them out.
@@ -264,11 +274,14 @@ public final class BlockingPool: @unchecked Sendable {
                 if batch.isFull || batch.count >= waitingNow { flush(&batch) }
                 lock.lock()
                 if lane == .long { longRunning -= 1 }
+                running -= 1
                 if finished {
                     job.state = .finished
+                    completed += 1
                 } else if closed {
                     job.state = .cancelled
                     cancelledAtShutdown += 1
+                    cancelledJobs += 1
                     job.refuse(.cancelled)
                     batch.append(job)
                 } else {
@@ -331,6 +344,7 @@ public final class BlockingPool: @unchecked Sendable {
         }
         job.state = .running
         queued -= 1
+        running += 1
         return job
     }
 
@@ -356,6 +370,7 @@ public final class BlockingPool: @unchecked Sendable {
         short.removeAll()
         long.removeAll()
         cancelledAtShutdown = cancelled.count
+        cancelledJobs += cancelled.count
         for worker in idle {
             worker.woken = true
             worker.wake.signal()
@@ -424,6 +439,14 @@ public final class BlockingPool: @unchecked Sendable {
 
     /// Worker threads started so far.
     public var workerCount: Int { lock.withLock { workers.count } }
+
+    /// The pool's counts now, read together under its lock. Any thread.
+    public var statistics: PoolStatistics {
+        lock.withLock {
+            PoolStatistics(queued: queued, running: running, completed: completed, overloaded: overloadedJobs,
+                           cancelled: cancelledJobs, workers: workers.count)
+        }
+    }
 }
 
 /// A worker's finished jobs on their way to their loops: posted together, so a burst of

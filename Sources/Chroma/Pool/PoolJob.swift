@@ -49,6 +49,10 @@ class PoolJob: @unchecked Sendable {
     @exclusivity(unchecked) var lane: BlockingLane
     @exclusivity(unchecked) var state: State = .queued
     @exclusivity(unchecked) var sequence: UInt64 = 0
+    /// Where the call was made (an `EnqueueSite` word), for the completion's job; and with
+    /// chains on, the chain the completion runs with. Set before the job is submitted.
+    @exclusivity(unchecked) var site: UInt64 = 0
+    @exclusivity(unchecked) var chain: Chain?
 
     enum State { case queued, running, cancelled, finished }
 
@@ -70,8 +74,13 @@ class PoolJob: @unchecked Sendable {
     /// The loop job that runs `complete()` on the job's color: a function job holding one
     /// reference to this object, released when it runs.
     final func completionJob() -> Job {
-        Job(color: color.rawValue, function: { raw in
-            Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue().complete()
+        Job(color: color.rawValue, site: site, function: { raw in
+            let job = Unmanaged<PoolJob>.fromOpaque(raw!).takeRetainedValue()
+            if let chain = job.chain {
+                chain.run { job.complete() }
+            } else {
+                job.complete()
+            }
         }, context: Unmanaged.passRetained(self).toOpaque())
     }
 
@@ -82,6 +91,7 @@ class PoolJob: @unchecked Sendable {
     /// loop has closed for shutdown; then the completion will never run.
     final func postFinishedOnLoop(_ runtime: Runtime, operation: StaticString) throws(ChromaError) {
         state = .finished
+        if runtime.keepsChains { chain = Chain.forChild() }
         if !runtime.post(completionJob(), color: color.rawValue) {
             // A refused function job is ours again, with the reference it held.
             Unmanaged.passUnretained(self).release()

@@ -49,6 +49,15 @@ public final class Runtime: @unchecked Sendable {
     var testingForcedMigrations = false
 
     @usableFromInline enum Lifecycle: UInt8 { case idle, starting, running, stopping, stopped }
+    /// Set in `state` beside `running` when jobs keep chains: the hot path's one check
+    /// (`state == running`) then fails over to the chained path, so chains off cost nothing.
+    @usableFromInline static var chainedBit: UInt8 { 0x80 }
+    /// The state without `chainedBit`.
+    @usableFromInline func lifecycle(_ raw: UInt8) -> UInt8 { raw & ~Runtime.chainedBit }
+    /// What this runtime watches for and reports.
+    public let diagnostics: Diagnostics
+    /// The stall watchdog, when `diagnostics.stallThreshold` is not zero.
+    private(set) var watchdog: Watchdog?
 
     /// The number of CPUs online: the default loop count.
     public static var onlineCPUCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -57,13 +66,17 @@ public final class Runtime: @unchecked Sendable {
     /// `pinToCPUs`, loop `i` is pinned to CPU `i % onlineCPUCount`. `pool` sizes the
     /// blocking pool, whose workers start on first use. `stealing` says whether colors move
     /// from busy loops to idle ones (see `Stealing` and docs/ARCHITECTURE.md, "Moving
-    /// colors"). No thread starts yet.
+    /// colors"). `diagnostics` sets the stall watchdog, chains and crash context (see
+    /// `Diagnostics`). No thread starts yet.
     public init(loops: Int = Runtime.onlineCPUCount, pinToCPUs: Bool = false,
-                pool: BlockingPool.Configuration = .init(), stealing: Stealing = .on) throws(ChromaError) {
+                pool: BlockingPool.Configuration = .init(), stealing: Stealing = .on,
+                diagnostics: Diagnostics = Diagnostics()) throws(ChromaError) {
         guard loops >= 1, loops <= 4096 else {
             throw .invalidArgument(operation: "Runtime.init", detail: "loops must be in 1...4096, got \(loops)")
         }
         try pool.validate()
+        try diagnostics.validate()
+        self.diagnostics = diagnostics
         self.pool = BlockingPool(configuration: pool)
         loopCount = loops
         self.stealing = stealing
@@ -126,7 +139,14 @@ public final class Runtime: @unchecked Sendable {
         // fail with EPIPE instead (libevent writes sockets with writev, which has no
         // MSG_NOSIGNAL).
         signal(SIGPIPE, SIG_IGN)
-        state.store(Lifecycle.running.rawValue, ordering: .releasing)
+        if diagnostics.crashContext { _ = chroma_install_crash_context() }
+        if diagnostics.stallThreshold > .zero {
+            let watchdog = Watchdog(runtime: self, threshold: diagnostics.stallThreshold)
+            self.watchdog = watchdog
+            watchdog.start()
+        }
+        let running = Lifecycle.running.rawValue | (diagnostics.chains ? Runtime.chainedBit : 0)
+        state.store(running, ordering: .releasing)
     }
 
     /// Runs the loops until `stop()`, then shuts down and returns the report. Starts the
@@ -144,7 +164,7 @@ public final class Runtime: @unchecked Sendable {
     public func stop() {
         while true {
             let current = state.load(ordering: .acquiring)
-            switch Lifecycle(rawValue: current)! {
+            switch Lifecycle(rawValue: lifecycle(current))! {
             case .idle, .starting:
                 // Nothing runs yet; a start() racing with this sees .stopped and fails.
                 if state.compareExchange(expected: current, desired: Lifecycle.stopped.rawValue,
@@ -156,6 +176,7 @@ public final class Runtime: @unchecked Sendable {
             case .running:
                 if state.compareExchange(expected: current, desired: Lifecycle.stopping.rawValue,
                                          ordering: .acquiringAndReleasing).exchanged {
+                    watchdog?.stop()
                     // The pool first: its queued jobs' completions must reach open loops.
                     pool.close()
                     for loop in loops { loop.requestStop() }
@@ -177,6 +198,7 @@ public final class Runtime: @unchecked Sendable {
         stop()
         joinLock.withLock {
             if !joined {
+                watchdog?.join()
                 for loop in loops { loop.join() }
                 pool.joinWorkers()
                 joined = true
@@ -208,7 +230,7 @@ public final class Runtime: @unchecked Sendable {
     }
 
     /// True between a successful `start()` and `stop()`.
-    public var isRunning: Bool { state.load(ordering: .acquiring) == Lifecycle.running.rawValue }
+    public var isRunning: Bool { lifecycle(state.load(ordering: .acquiring)) == Lifecycle.running.rawValue }
 
     // MARK: Colors
 
@@ -284,10 +306,20 @@ public final class Runtime: @unchecked Sendable {
     /// Throws unless the runtime is running. One relaxed load on the hot path.
     @inlinable @inline(__always) func checkRunning(_ operation: StaticString) throws(ChromaError) {
         let current = state.load(ordering: .relaxed)
-        if current != Lifecycle.running.rawValue { throw notRunning(current, operation) }
+        if current != Lifecycle.running.rawValue { try checkRunningSlowly(current, operation) }
     }
 
-    @usableFromInline func notRunning(_ current: UInt8, _ operation: StaticString) -> ChromaError {
+    /// `checkRunning` when the state is not plain `running`: returns when it is running
+    /// with chains on, else throws.
+    @usableFromInline func checkRunningSlowly(_ current: UInt8, _ operation: StaticString) throws(ChromaError) {
+        if lifecycle(current) != Lifecycle.running.rawValue { throw notRunning(current, operation) }
+    }
+
+    /// True when jobs keep chains (see `Diagnostics.chains`).
+    var keepsChains: Bool { diagnostics.chains }
+
+    @usableFromInline func notRunning(_ raw: UInt8, _ operation: StaticString) -> ChromaError {
+        let current = lifecycle(raw)
         if current < Lifecycle.running.rawValue {
             return .invalidState(operation: "\(operation)", reason: "the runtime is not started; call start() first")
         }
@@ -302,11 +334,47 @@ public final class Runtime: @unchecked Sendable {
     /// buffer push; from other threads one atomic fetch-add claims a slot in the loop's
     /// lock-free mailbox, and only a post that finds the loop asleep wakes it.
     ///
+    /// `fileID` and `line` are the call's `EnqueueSite`: leave them to their defaults.
+    ///
     /// Throws `.shutDown` once `stop()` was called, `.invalidState` before `start()`.
     @inlinable @inline(__always)
-    public func execute(on color: Color = .main, _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
+    public func execute(on color: Color = .main, fileID: StaticString = #fileID, line: UInt = #line,
+                        _ body: consuming @escaping @Sendable () -> Void) throws(ChromaError) {
+        let site = EnqueueSite.word(fileID, line)
+        let current = state.load(ordering: .relaxed)
+        if current != Lifecycle.running.rawValue { return try executeSlowly(current, color: color, site: site, body) }
+        if !post(Job(color: color.rawValue, site: site, body: consume body), color: color.rawValue) {
+            throw .shutDown(operation: "execute")
+        }
+    }
+
+    /// `execute` when the state is not plain `running`: with chains on, the body is wrapped
+    /// so that it runs with the chain of the callback queuing it; otherwise a throw.
+    @usableFromInline @inline(never)
+    func executeSlowly(_ current: UInt8, color: Color, site: UInt64, _ body: @escaping @Sendable () -> Void) throws(ChromaError) {
+        try checkRunningSlowly(current, "execute")
+        if !post(Job(color: color.rawValue, site: site, body: Runtime.chained(body)), color: color.rawValue) {
+            throw .shutDown(operation: "execute")
+        }
+    }
+
+    /// `body`, run with the chain of the callback queuing it now (see `Chain`).
+    static func chained(_ body: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+        let chain = Chain.forChild()
+        return { chain.run(body) }
+    }
+
+    /// `body` with chains when they are on, else itself: for work registered now that runs
+    /// later (timers, watches, pool completions).
+    func chainedIfOn(_ body: @escaping @Sendable () -> Void) -> @Sendable () -> Void {
+        keepsChains ? Runtime.chained(body) : body
+    }
+
+    /// Queues `body` on `color` with a site word given (internal callers that forward a
+    /// registration's site). Same rules as `execute`.
+    func execute(on color: Color, site: UInt64, _ body: @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !post(Job(color: color.rawValue, body: consume body), color: color.rawValue) {
+        if !post(Job(color: color.rawValue, site: site, body: body), color: color.rawValue) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -318,11 +386,13 @@ public final class Runtime: @unchecked Sendable {
     ///
     /// `context` is yours: keep what it points to alive, and unshared except through colors,
     /// until the function has run (a callback queued before `stop()` always runs).
+    /// (With chains on, a function job carries its own site but no chain: it has no closure
+    /// to carry one.)
     @inlinable @inline(__always)
-    public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?,
+    public func execute(on color: Color = .main, context: UnsafeMutableRawPointer?, fileID: StaticString = #fileID, line: UInt = #line,
                         _ function: @convention(c) (UnsafeMutableRawPointer?) -> Void) throws(ChromaError) {
         try checkRunning("execute")
-        if !post(Job(color: color.rawValue, function: function, context: context), color: color.rawValue) {
+        if !post(Job(color: color.rawValue, site: EnqueueSite.word(fileID, line), function: function, context: context), color: color.rawValue) {
             throw .shutDown(operation: "execute")
         }
     }
@@ -332,13 +402,14 @@ public final class Runtime: @unchecked Sendable {
     /// The returned `Timer` cancels it from any thread.
     @discardableResult
     public func schedule(after delay: Duration, repeating interval: Duration? = nil, on color: Color = .main,
+                         fileID: StaticString = #fileID, line: UInt = #line,
                          _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Timer {
-        try schedule(after: delay, repeating: interval, on: color, onShutdown: nil, body)
+        try schedule(after: delay, repeating: interval, on: color, site: EnqueueSite.word(fileID, line), onShutdown: nil, body)
     }
 
     /// `schedule`, with `onShutdown` run (on the loop) if the runtime shuts down while the
     /// timer is pending.
-    func schedule(after delay: Duration, repeating interval: Duration?, on color: Color,
+    func schedule(after delay: Duration, repeating interval: Duration?, on color: Color, site: UInt64,
                   onShutdown: (@Sendable () -> Void)?, _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Timer {
         guard let delayNs = delay.chromaNanoseconds else {
             throw .invalidArgument(operation: "schedule", detail: "delay must be non-negative, got \(delay)")
@@ -354,7 +425,8 @@ public final class Runtime: @unchecked Sendable {
         // The heap entry goes on the queue of the loop that runs the color now; if the color
         // moves later, the fire is forwarded (`Loop.runOrForward`), so it does not pin.
         let loop = loops[placement.loopIndex(of: color)]
-        let timer = Timer(color: color, intervalNanoseconds: intervalNs, queue: loop.timers, onShutdown: onShutdown, body: body)
+        let timer = Timer(color: color, site: site, intervalNanoseconds: intervalNs, queue: loop.timers, onShutdown: onShutdown,
+                          body: chainedIfOn(body))
         let deadline = monotonicNanoseconds() &+ delayNs
         if loop.isCurrent {
             loop.timers.insert(timer, deadline: deadline)
@@ -379,6 +451,7 @@ public final class Runtime: @unchecked Sendable {
     /// interest changes, which Chroma's loops use, make that more likely.
     @discardableResult
     public func watch(_ fd: Int32, for interest: Interest, on color: Color = .main,
+                      fileID: StaticString = #fileID, line: UInt = #line,
                       _ body: @escaping @Sendable (Interest) -> Void) throws(ChromaError) -> Watch {
         guard !interest.isEmpty else {
             throw .invalidArgument(operation: "watch", detail: "interest must name .readable or .writable")
@@ -390,7 +463,13 @@ public final class Runtime: @unchecked Sendable {
         let refusal = chroma_epoll_refusal(fd)
         if refusal != 0 { throw .unpollable(operation: "watch", fd: fd, call: "epoll_ctl", errno: refusal) }
         try checkRunning("watch")
-        let watch = Watch(target: .fd(fd), interest: interest, color: color, loop: pinnedLoop(for: color), runtime: self, body: body)
+        var watched = body
+        if keepsChains {
+            let chain = Chain.forChild()
+            watched = { ready in chain.run { body(ready) } }
+        }
+        let watch = Watch(target: .fd(fd), interest: interest, color: color, site: EnqueueSite.word(fileID, line),
+                          loop: pinnedLoop(for: color), runtime: self, body: watched)
         try handles.register(watch, operation: "watch")
         return watch
     }
@@ -401,7 +480,7 @@ public final class Runtime: @unchecked Sendable {
     ///
     /// Throws `.invalidArgument` for a signal number out of range, or SIGKILL/SIGSTOP.
     @discardableResult
-    public func onSignal(_ signal: Int32, on color: Color = .main,
+    public func onSignal(_ signal: Int32, on color: Color = .main, fileID: StaticString = #fileID, line: UInt = #line,
                          _ body: @escaping @Sendable () -> Void) throws(ChromaError) -> Watch {
         guard signal > 0, signal < 65, signal != SIGKILL, signal != SIGSTOP else {
             throw .invalidArgument(operation: "onSignal", detail: "signal \(signal) cannot be caught")
@@ -409,7 +488,9 @@ public final class Runtime: @unchecked Sendable {
         try checkRunning("onSignal")
         // libevent delivers signals to one base only; loop 0 takes them all and forwards each
         // to its color with `execute`, so the color itself is not pinned.
-        let watch = Watch(target: .signal(signal), interest: [], color: color, loop: loops[0], runtime: self) { _ in body() }
+        let chained = chainedIfOn(body)
+        let watch = Watch(target: .signal(signal), interest: [], color: color, site: EnqueueSite.word(fileID, line),
+                          loop: loops[0], runtime: self) { _ in chained() }
         try handles.register(watch, operation: "onSignal")
         return watch
     }
