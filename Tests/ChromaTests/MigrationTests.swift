@@ -175,12 +175,15 @@ final class MigrationTests: XCTestCase {
         let probe = OverlapProbe()
         let fires = Counter(), loopsSeen = Locked<Set<Int>>([])
         let enough = Signal()
+        let reached = Atomic<Bool>(false)
         let timer = try runtime.schedule(after: .zero, repeating: .microseconds(200), on: color) {
             probe.enter()
             if Color.current != color { probe.wrongColor.add(1, ordering: .relaxed) }
-            loopsSeen.withLock { _ = $0.insert(runtime.currentLoopIndex!) }
+            let loops = loopsSeen.withLock { $0.insert(runtime.currentLoopIndex!); return $0.count }
             probe.leave()
-            if fires.increment() == 200 { enough.fire() }
+            // Enough: 200 fires, on both loops (forced moves come at random: under
+            // ThreadSanitizer 200 fires can pass before the first).
+            if fires.increment() >= 200 && loops == 2 && !reached.exchange(true, ordering: .relaxed) { enough.fire() }
         }
         let stop = Atomic<Bool>(false)
         let producerDone = Signal()
