@@ -187,16 +187,20 @@ final class DiagnosticsTests: XCTestCase {
         for _ in 0..<10 { try runtime.blocking { 1 } completion: { _ in pool.fire() } }
         XCTAssertTrue(pool.wait(count: 10))
         let stats = runtime.statistics()
-        XCTAssertEqual(stats.callbacks, posts * (1 + followUps) + 10)
-        XCTAssertEqual(stats.loops.reduce(0) { $0 + $1.mailboxJobs }, posts + 10, "posts and pool completions came from other threads")
-        XCTAssertTrue(stats.loops.allSatisfy { $0.wakeups > 0 })
+        XCTAssertEqual(stats.callbacks, posts * (1 + followUps) + 10, "counted as each callback starts")
+        XCTAssertLessThanOrEqual(stats.loops.reduce(0) { $0 + $1.mailboxJobs }, posts + 10)
         XCTAssertNil(stats.loops[0].busyShare, "no watchdog, no samples")
         XCTAssertEqual(stats.pool.completed, 10)
         XCTAssertEqual(stats.pool.running, 0)
         XCTAssertEqual(stats.pool.queued, 0)
         XCTAssertEqual(stats.pool.cancelled, 0)
+        // A drain's mailbox and wakeup counts land when the drain ends, which may be after
+        // the callback that fired the signal: after shutdown every drain has ended.
         _ = try runtime.shutdown()
-        XCTAssertEqual(runtime.statistics().callbacks, posts * (1 + followUps) + 10, "counts survive the loops")
+        let final = runtime.statistics()
+        XCTAssertEqual(final.callbacks, posts * (1 + followUps) + 10, "counts survive the loops")
+        XCTAssertEqual(final.loops.reduce(0) { $0 + $1.mailboxJobs }, posts + 10, "posts and pool completions came from other threads")
+        XCTAssertTrue(final.loops.allSatisfy { $0.wakeups > 0 })
     }
 }
 

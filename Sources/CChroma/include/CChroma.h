@@ -27,6 +27,16 @@ extern _Thread_local void *chroma_tls_loop;
 extern _Thread_local struct chroma_thread_state chroma_tls_state;
 // Non-zero on a blocking-pool worker thread.
 extern _Thread_local int chroma_tls_pool_worker;
+// With chains on: this thread's free list of chained-job records (see Swift's `ChainedJob`),
+// and its length. This thread only.
+extern _Thread_local void *chroma_tls_chain_free;
+extern _Thread_local long chroma_tls_chain_free_count;
+static inline void *chroma_chain_free_list(void) { return chroma_tls_chain_free; }
+static inline long chroma_chain_free_count(void) { return chroma_tls_chain_free_count; }
+static inline void chroma_set_chain_free_list(void *head, long count) {
+    chroma_tls_chain_free = head;
+    chroma_tls_chain_free_count = count;
+}
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
 static inline void chroma_set_current_loop(void *loop) { chroma_tls_loop = loop; }

@@ -7,10 +7,14 @@ public struct RuntimeStatistics: Sendable {
         /// The loop's index.
         public var index: Int
         /// Callbacks started on the loop: queued jobs, timer fires, fd and socket events.
+        /// Counted as each starts, so a callback that has run is always in it.
         public var callbacks: Int
-        /// Jobs the loop took from its mailbox (queued from other threads).
+        /// Jobs the loop took from its mailbox (queued from other threads). Added at the
+        /// end of each drain: a job whose callback is running, or has just run, may not be
+        /// in it yet; after `Runtime.shutdown()` it is complete.
         public var mailboxJobs: Int
-        /// Drains run by the loop's wakeup: each is one batch of queued jobs.
+        /// Drains run by the loop's wakeup: each is one batch of queued jobs. Counted
+        /// when the drain ends, as `mailboxJobs` is.
         public var wakeups: Int
         /// Jobs queued on the loop when its last drain ended.
         public var queueDepth: Int

@@ -179,11 +179,13 @@ final class Watchdog: @unchecked Sendable {
         if seq != track.probeSeq {
             track.probeSeq = seq
             let delay = counters.lastProbeDelay.load(ordering: .relaxed)
-            // A stall reported meanwhile explains the wait already.
-            if delay >= threshold && track.lastReport < track.probeSent {
+            let depth = counters.lastProbeDepth.load(ordering: .relaxed)
+            // Overloaded means a backlog: a wait behind no job at all is the thread not
+            // getting a CPU, or one long callback (a stall, reported as one; a stall
+            // reported meanwhile explains the wait already).
+            if delay >= threshold && depth > 0 && track.lastReport < track.probeSent {
                 report = StallReport(kind: .overloaded, loop: loop.index, color: nil, duration: .nanoseconds(Int64(delay)),
-                                     site: nil, chain: [], queueDepth: counters.lastProbeDepth.load(ordering: .relaxed),
-                                     backtrace: [], suppressed: 0)
+                                     site: nil, chain: [], queueDepth: depth, backtrace: [], suppressed: 0)
             }
         }
         if !counters.probeInFlight.load(ordering: .acquiring) && !loop.core.mailbox.isAsleep,

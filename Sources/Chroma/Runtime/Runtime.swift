@@ -353,7 +353,9 @@ public final class Runtime: @unchecked Sendable {
     @usableFromInline @inline(never)
     func executeSlowly(_ current: UInt8, color: Color, site: UInt64, _ body: @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunningSlowly(current, "execute")
-        if !post(Job(color: color.rawValue, site: site, body: Runtime.chained(body)), color: color.rawValue) {
+        let job = ChainedJob.make(color: color.rawValue, site: site, body: body)
+        if !post(job, color: color.rawValue) {
+            ChainedJob.discard(job)
             throw .shutDown(operation: "execute")
         }
     }
