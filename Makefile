@@ -31,12 +31,14 @@ examples: setup
 	$(SWIFT) build -c release --product chroma-httpd
 
 # Peers: the raw-C libevent programs the dispatch, echo and http tables compare against, and
-# the SwiftNIO package (nio-hop for the hop table, nio-http for the http table; its own
+# the SwiftNIO package (nio-hop for the hop table, nio-http and the Hummingbird 2 hb-http for
+# the http table; its own
 # package, its first build takes a few minutes, and those tables simply skip it if it cannot
 # be built).
 NIO_DIR := Benchmarks/peers/swiftnio
 NIO_HOP := $(NIO_DIR)/.build/release/nio-hop
 NIO_HTTP := $(NIO_DIR)/.build/release/nio-http
+HB_HTTP := $(NIO_DIR)/.build/release/hb-http
 peers: setup
 	@mkdir -p $(PEER_DIR)
 	$(CC) -O2 -o $(PEER_DIR)/c-dispatch Benchmarks/peers/c-libevent/dispatch.c \
@@ -45,7 +47,7 @@ peers: setup
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
 	$(CC) -O2 -o $(PEER_DIR)/c-httpd Benchmarks/peers/c-libevent/httpd.c \
 		$$(pkg-config --cflags --libs libevent_pthreads) -lpthread
-	@echo "building the SwiftNIO peers (nio-hop, nio-http in $(NIO_DIR))"
+	@echo "building the SwiftNIO peers (nio-hop, nio-http, hb-http in $(NIO_DIR))"
 	@cd $(NIO_DIR) && $(SWIFT) build -c release >/dev/null 2>&1 || echo "SwiftNIO peers not built; the hop and http tables will skip their NIO rows"
 
 # wrk and nginx for the http table, installed only when missing. Never fails the bench: the
@@ -69,7 +71,7 @@ bench: setup peers bench-tools
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo --c-peer $(PEER_DIR)/c-echo
-	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench http --c-peer $(PEER_DIR)/c-httpd --nio-peer $(NIO_HTTP) --nginx-conf Benchmarks/peers/nginx/nginx.conf
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench http --c-peer $(PEER_DIR)/c-httpd --nio-peer $(NIO_HTTP) --hb-peer $(HB_HTTP) --nginx-conf Benchmarks/peers/nginx/nginx.conf
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench steal
 
 clean:

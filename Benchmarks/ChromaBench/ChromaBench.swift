@@ -43,6 +43,8 @@ struct DispatchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     func run() throws {
         let loopCounts = loops.split(separator: ",").compactMap { Int($0) }
         let modes = try mode.split(separator: ",").map { name -> DispatchMode in
@@ -112,6 +114,7 @@ struct DispatchCommand: ParsableCommand {
                 scaling.append(line)
             }
         }
+        try plot.write(report)
         if json {
             print(report.json())
             return

@@ -57,6 +57,8 @@ struct DiskCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     /// One row: its name and how to measure it once.
     private struct Measured {
         let name: String
@@ -141,6 +143,7 @@ struct DiskCommand: ParsableCommand {
         let node = row("node")
         for r in report.rows where r.name.hasPrefix("chroma cached") { ratio(r, node) }
         ratio(row("cold: chroma cached"), row("cold: chroma pool"))
+        try plot.write(report)
         if json {
             print(report.json())
             return

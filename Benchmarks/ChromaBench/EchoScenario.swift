@@ -36,6 +36,8 @@ struct EchoCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     func run() throws {
         guard loops >= 1, clientLoops >= 1, connections >= 1, lineBytes >= 1, duration > 0, rounds >= 1 else {
             throw ValidationError("every option must be positive")
@@ -73,6 +75,7 @@ struct EchoCommand: ParsableCommand {
             report.rows.append(peer)
             report.ratios.append(("\(row.name) / \(peer.name)", row.opsPerSecond / peer.opsPerSecond))
         }
+        try plot.write(report)
         if json {
             print(report.json())
             return

@@ -3,16 +3,16 @@ import Chroma
 import Glibc
 
 /// `chroma-bench http`: `wrk` over loopback against Chroma's `chroma-httpd` and its peers
-/// (a C evhttp server, SwiftNIO, nginx), each a child process with the same number of
-/// threads. Per workload, the servers take turns (chroma, C, NIO, nginx, chroma, …) for
+/// (a C evhttp server, SwiftNIO, Hummingbird, nginx), each a child process with the same number
+/// of threads. Per workload, the servers take turns (chroma, C, NIO, Hummingbird, nginx, chroma, …) for
 /// `--rounds` rounds; medians are reported, then ratios against the targets.
 struct HTTPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http",
-        abstract: "HTTP under wrk: chroma-httpd beside C evhttp, SwiftNIO and nginx, interleaved, with ratios."
+        abstract: "HTTP under wrk: chroma-httpd beside C evhttp, SwiftNIO, Hummingbird and nginx, interleaved, with ratios."
     )
 
-    @Option(help: "Threads of every server: Chroma's loops, the C and NIO peers' threads, nginx's workers.")
+    @Option(help: "Threads of every server: Chroma's loops, the C, NIO and Hummingbird peers' threads, nginx's workers.")
     var loops: Int = Runtime.onlineCPUCount
 
     @Option(help: "Seconds per measured wrk run (whole seconds, as wrk takes them).")
@@ -33,8 +33,8 @@ struct HTTPCommand: ParsableCommand {
     @Option(help: "wrk threads (-t).")
     var wrkThreads: Int = 2
 
-    @Option(help: "Servers to run, comma-separated: chroma, chroma-static (chroma-httpd with --stealing off), c-evhttp, nio, nginx.")
-    var servers: String = "chroma,chroma-static,c-evhttp,nio,nginx"
+    @Option(help: "Servers to run, comma-separated: chroma, chroma-static (chroma-httpd with --stealing off), c-evhttp, nio, hummingbird, nginx.")
+    var servers: String = "chroma,chroma-static,c-evhttp,nio,hummingbird,nginx"
 
     @Option(help: "chroma-httpd to run (default: the one next to this chroma-bench); skipped when missing.")
     var httpd: String?
@@ -45,11 +45,15 @@ struct HTTPCommand: ParsableCommand {
     @Option(help: "The SwiftNIO peer (built by `make bench`); serves /hello only; skipped when missing.")
     var nioPeer: String = "Benchmarks/peers/swiftnio/.build/release/nio-http"
 
+    @Option(help: "The Hummingbird 2 peer (built by `make bench`); skipped when missing.")
+    var hbPeer: String = "Benchmarks/peers/swiftnio/.build/release/hb-http"
+
     @Option(help: "nginx.conf template (@PORT@ @ROOT@ @WORKERS@ @PREFIX@); nginx is skipped when it or `nginx` is missing.")
     var nginxConf: String = "Benchmarks/peers/nginx/nginx.conf"
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
+    @OptionGroup var plot: PlotOption
 
     func run() throws {
         let lightCounts = connections.split(separator: ",").compactMap { Int($0) }
@@ -132,6 +136,7 @@ struct HTTPCommand: ParsableCommand {
         }
         let ratios = targetRatios(summaries, lightCounts: lightCounts)
         report.ratios = ratios.map { ($0.name, $0.value) }
+        try plot.write(report, targets: ratios.compactMap { ratio in ratio.target.map { (ratio.name, PlotTarget($0)) } })
 
         if json {
             for line in notes { note(line) }
@@ -210,6 +215,13 @@ struct HTTPCommand: ParsableCommand {
             return .success(HTTPBenchServer(name: name, servesFiles: false) { port in
                 (self.nioPeer, ["--port", String(port), "--threads", threads])
             })
+        case "hummingbird":
+            guard isExecutable(hbPeer) else {
+                return .failure(HTTPBenchSkip("hummingbird: skipped, no Hummingbird peer at \(hbPeer) (build it with `make peers`)"))
+            }
+            return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
+                (self.hbPeer, ["--port", String(port), "--threads", threads, "--root", work.root])
+            })
         default:
             guard onPath("nginx") else { return .failure(HTTPBenchSkip("nginx: skipped, `nginx` is not on PATH")) }
             guard let template = readWholeFile(nginxConf) else {
@@ -283,14 +295,17 @@ struct HTTPCommand: ParsableCommand {
             add("chroma /file4k c\(count)", "chroma-static /file4k c\(count)")
             add("chroma /hello c\(count)", "c-evhttp /hello c\(count)", .atLeast(1.0))
             add("chroma /hello c\(count)", "nio /hello c\(count)", .atLeast(1.2))
+            add("chroma /hello c\(count)", "hummingbird /hello c\(count)")
             add("chroma /hello c\(count)", "nginx /hello c\(count)")
             add("chroma /file4k c\(count)", "c-evhttp /file4k c\(count)")
+            add("chroma /file4k c\(count)", "hummingbird /file4k c\(count)")
             add("chroma /file4k c\(count)", "nginx /file4k c\(count)", .atLeast(1.0))
         }
         guard heavy > 0, !lightCounts.contains(heavy) else { return out }
         let light = lightCounts[0]
         add("chroma /hello c\(heavy)", "c-evhttp /hello c\(heavy)")
         add("chroma /hello c\(heavy)", "nio /hello c\(heavy)")
+        add("chroma /hello c\(heavy)", "hummingbird /hello c\(heavy)")
         add("chroma /hello c\(heavy)", "nginx /hello c\(heavy)")
         for server in HTTPBenchServer.names {
             add("\(server) /hello c\(heavy)", "\(server) /hello c\(light)", server == "chroma" ? .atLeast(0.75) : nil)
@@ -309,7 +324,7 @@ struct HTTPCommand: ParsableCommand {
 /// A server under test: its row name and the command that starts it on a port (nil when
 /// that command could not be prepared).
 struct HTTPBenchServer {
-    static let names = ["chroma", "chroma-static", "c-evhttp", "nio", "nginx"]
+    static let names = ["chroma", "chroma-static", "c-evhttp", "nio", "hummingbird", "nginx"]
     let name: String
     let servesFiles: Bool
     let command: (UInt16) -> (String, [String])?

@@ -30,6 +30,8 @@ struct HopCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     func run() throws {
         guard loops >= 1, callers >= 1, duration > 0, rounds >= 1 else {
             throw ValidationError("--loops, --callers, --duration and --rounds must be positive")
@@ -75,6 +77,7 @@ struct HopCommand: ParsableCommand {
         if let a = ops("chroma same-color"), let b = ops("default actor cross") {
             report.ratios.append(("chroma same-color / default actor cross", a / b))
         }
+        try plot.write(report)
         if json {
             print(report.json())
             return

@@ -31,6 +31,8 @@ struct PaperCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     func run() throws {
         let counts = loops.map { $0.split(separator: ",").compactMap { Int($0) } } ?? Array(1...max(1, Runtime.onlineCPUCount))
         guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 }), connections >= 1, workMicroseconds > 0, duration > 0, rounds >= 1 else {
@@ -69,6 +71,7 @@ struct PaperCommand: ParsableCommand {
             cells.append(count == 4 && base == 1 ? "2.5 (SFS, 4 CPUs)" : "-")
             table.append(cells)
         }
+        try plot.write(report)
         if json {
             print(report.json())
             return

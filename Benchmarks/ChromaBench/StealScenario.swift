@@ -26,6 +26,8 @@ struct StealCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup var plot: PlotOption
+
     func run() throws {
         guard loops >= 2, duration > 0, rounds >= 1 else {
             throw ValidationError("--loops must be at least 2 (stealing needs a second loop); --duration and --rounds positive")
@@ -67,6 +69,7 @@ struct StealCommand: ParsableCommand {
             cells.append(on.map { String($0.moves) }.joined(separator: "/"))
             table.append(cells)
         }
+        try plot.write(report)
         if json {
             print(report.json())
             return
