@@ -3,7 +3,7 @@
 // ones from each loop's memory cache, big ones with sendfile. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
 //
-//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off]
+//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import ArgumentParser
@@ -35,7 +35,13 @@ struct ChromaHTTPD: ParsableCommand {
     @Option(help: ArgumentHelp("Work stealing between loops: on or off (colors stay where they start).", valueName: "on|off"))
     var stealing: String = "on"
 
+    @Option(help: ArgumentHelp("Print one line of counters every this many seconds (requests/s, answers by status class, open connections, rejections, the loops' callbacks, busy share and queue delay).", valueName: "seconds"))
+    var stats: Double?
+
     func validate() throws {
+        if let stats, !(stats > 0 && stats <= 86_400) {
+            throw ValidationError("--stats must be a number of seconds in (0, 86400], not \(stats)")
+        }
         guard stealing == "on" || stealing == "off" else {
             throw ValidationError("--stealing must be on or off, not \(stealing)")
         }
@@ -69,9 +75,75 @@ struct ChromaHTTPD: ParsableCommand {
         // SIGINT: stop at once.
         try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }
         try runtime.onSignal(SIGINT) { runtime.stop() }
+        if let stats {
+            let line = StatsLine(server: server, runtime: runtime, interval: stats)
+            let interval = Duration.milliseconds(Int64((stats * 1000).rounded()))
+            // The line is made on the timer's color; the write goes to the pool, so a slow
+            // reader of standard output never stalls a loop.
+            _ = try runtime.schedule(after: interval, repeating: interval, on: runtime.makeColor()) {
+                let text = line.next()
+                _ = try? runtime.blocking(on: .main, lane: .short) { writeAll(1, text) } completion: { _ in }
+            }
+        }
         print("chroma-httpd listening on port \(server.port) with \(loops) loop(s), serving \(root)")
         fflush(nil)  // the listening line must reach a pipe before any client connects
         try runtime.run()
+    }
+}
+
+/// `--stats`: one line per interval, rates over the interval since the last line.
+final class StatsLine: @unchecked Sendable {
+    // Safe to send: `previous` and `ticks` are touched only by `next()`, which runs on the
+    // stats timer's one color, so never twice at once.
+    private let server: HTTPServer
+    private let runtime: Runtime
+    private let interval: Double
+    private var previous = (requests: 0, callbacks: 0, mailbox: 0)
+    private var ticks = 0
+
+    init(server: HTTPServer, runtime: Runtime, interval: Double) {
+        self.server = server
+        self.runtime = runtime
+        self.interval = interval
+    }
+
+    func next() -> String {
+        let http = server.stats
+        let loops = runtime.statistics()
+        let mailbox = loops.loops.reduce(0) { $0 + $1.mailboxJobs }
+        let busy = loops.loops.compactMap(\.busyShare)
+        let delay = loops.loops.compactMap(\.p99QueueDelay).max()
+        ticks += 1
+        func rate(_ now: Int, _ then: Int) -> String { String(Int((Double(now - then) / interval).rounded())) }
+        var line = "stats t=\(format(Double(ticks) * interval))s"
+        line += " req/s=\(rate(http.requests, previous.requests))"
+        line += " 1xx=\(http.answers.informational) 2xx=\(http.answers.successful) 3xx=\(http.answers.redirection)"
+        line += " 4xx=\(http.answers.clientError) 5xx=\(http.answers.serverError)"
+        line += " open=\(http.openConnections) rejected=\(http.limitRejections) accept-failures=\(http.acceptFailures)"
+        line += " callbacks/s=\(rate(loops.callbacks, previous.callbacks)) mailbox/s=\(rate(mailbox, previous.mailbox))"
+        line += " busy=" + (busy.isEmpty ? "-" : "\(Int((busy.reduce(0, +) / Double(busy.count) * 100).rounded()))%")
+        line += " p99-delay=" + (delay.map { "\(format(Double($0.components.attoseconds) / 1e15 + Double($0.components.seconds) * 1000))ms" } ?? "-")
+        line += " pool-queued=\(loops.pool.queued)\n"
+        previous = (http.requests, loops.callbacks, mailbox)
+        return line
+    }
+
+    private func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String((value * 100).rounded() / 100)
+    }
+}
+
+/// Writes all of `text` to `fd` (a pool thread: the write may block).
+func writeAll(_ fd: Int32, _ text: String) {
+    var text = text
+    text.withUTF8 { bytes in
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
+        }
     }
 }
 

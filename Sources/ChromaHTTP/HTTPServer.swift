@@ -28,17 +28,49 @@ public struct HTTPLimits: Sendable {
     }
 }
 
-/// Counters of a running server, summed over its loops.
-public struct HTTPServerStats: Sendable {
+/// Counters of a running server, summed over its loops. Each loop keeps its own and counts
+/// on its own thread; reading sums them with relaxed loads, so a snapshot is exact per
+/// counter once the server is idle, and may lag by the requests in flight while it is not.
+public struct HTTPServerStats: Sendable, Equatable {
+    /// Answers by the class of their status code.
+    public struct StatusClasses: Sendable, Equatable {
+        /// 1xx.
+        public var informational = 0
+        /// 2xx.
+        public var successful = 0
+        /// 3xx.
+        public var redirection = 0
+        /// 4xx, the server's own 408 and 413 included.
+        public var clientError = 0
+        /// 5xx, the 500 for a request whose handler dropped it unanswered included.
+        public var serverError = 0
+        /// All answers.
+        public var total: Int { informational + successful + redirection + clientError + serverError }
+    }
+
     /// Requests handed to a route (parse errors and limit violations are not counted).
-    public var requests: Int
+    public var requests = 0
+    /// Answers written, by status class: routes' answers and the server's own (408, 413).
+    /// Not counted: the 400 libevent's parser answers for a malformed request and the
+    /// 413 it answers for a body over `HTTPLimits.maxBodyBytes` without handing Chroma
+    /// the request.
+    public var answers = StatusClasses()
     /// Requests answered 408 by `HTTPLimits.requestTimeout`.
-    public var requestTimeouts: Int
+    public var requestTimeouts = 0
+    /// Requests refused for a limit: 408 at the request deadline, 413 for a head over
+    /// `HTTPLimits.maxHeaderBytes`, and connections closed for sending while not reading
+    /// their answer.
+    public var limitRejections = 0
     /// Connections accepted.
-    public var connections: Int
+    public var connections = 0
+    /// Connections open now.
+    public var openConnections = 0
     /// Accept calls that failed (out of descriptors and the like); the socket pauses
     /// 100 ms after each instead of spinning.
-    public var acceptFailures: Int
+    public var acceptFailures = 0
+
+    /// All zero.
+    public init() {}
 }
 
 /// A running HTTP/1.1 server: libevent's evhttp on every loop, each with its own

@@ -82,6 +82,7 @@ final class HTTPConnectionState: @unchecked Sendable {
             if evhttp_find_header(headers, "Connection") == nil { _ = evhttp_add_header(headers, "Connection", "close") }
         }
         evhttp_send_reply(request, Int32(status), nil, nil)
+        server.counters.noteAnswer(status: status)
         server.flushLater(self)
     }
 

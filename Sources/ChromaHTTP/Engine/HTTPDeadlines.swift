@@ -53,6 +53,7 @@ extension HTTPLoopServer {
 
     private func timeOut(_ connection: HTTPConnectionState) {
         counters.requestTimeouts.add(1, ordering: .relaxed)
+        counters.noteRejection(status: 408)
         answerAndClose(connection, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
     }
 
@@ -67,6 +68,7 @@ extension HTTPLoopServer {
     /// connection's read anchor, outside evhttp's callbacks).
     func closeFlooding(_ connection: HTTPConnectionState) {
         guard connections[UnsafeMutableRawPointer(connection.raw)] === connection else { return }
+        counters.noteRejection(status: 0)
         evhttp_connection_free(connection.raw)
     }
 
@@ -75,6 +77,7 @@ extension HTTPLoopServer {
         try? runtime.execute(on: loopColor) { [self] in
             guard !closed, connections[UnsafeMutableRawPointer(connection.raw)] === connection,
                   connection.phase == .waiting, connection.head.isTooLarge else { return }
+            counters.noteRejection(status: 413)
             answerAndClose(connection, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         }
     }

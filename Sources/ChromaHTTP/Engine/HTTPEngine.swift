@@ -17,7 +17,34 @@ final class HTTPEngineCounters: Sendable {
     let requests = Atomic<Int>(0)
     let requestTimeouts = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
+    let closedConnections = Atomic<Int>(0)
     let acceptFailures = Atomic<Int>(0)
+    let limitRejections = Atomic<Int>(0)
+    /// Answers by status class: 1xx, 2xx, 3xx, 4xx, 5xx (anything outside 100...599 is
+    /// counted as 5xx).
+    let informational = Atomic<Int>(0)
+    let successful = Atomic<Int>(0)
+    let redirection = Atomic<Int>(0)
+    let clientError = Atomic<Int>(0)
+    let serverError = Atomic<Int>(0)
+
+    /// The loop thread, for every answer the server writes (routes' and its own).
+    @inline(__always) func noteAnswer(status: Int) {
+        switch status {
+        case 200..<300: successful.add(1, ordering: .relaxed)
+        case 400..<500: clientError.add(1, ordering: .relaxed)
+        case 300..<400: redirection.add(1, ordering: .relaxed)
+        case 100..<200: informational.add(1, ordering: .relaxed)
+        default: serverError.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// The loop thread: the server refused a request for breaking a limit, answering
+    /// `status` (0: closed without an answer).
+    func noteRejection(status: Int) {
+        limitRejections.add(1, ordering: .relaxed)
+        if status != 0 { noteAnswer(status: status) }
+    }
 }
 
 /// A running HTTP engine: one evhttp per loop on one port. Any thread may read `port`,
@@ -36,13 +63,24 @@ final class HTTPEngine: Sendable {
 
     /// The counters so far, summed over the loops.
     var stats: HTTPServerStats {
-        var total = HTTPServerStats(requests: 0, requestTimeouts: 0, connections: 0, acceptFailures: 0)
+        var total = HTTPServerStats()
         for server in perLoop {
             let counters = server.counters
             total.requests += counters.requests.load(ordering: .relaxed)
             total.requestTimeouts += counters.requestTimeouts.load(ordering: .relaxed)
-            total.connections += counters.connections.load(ordering: .relaxed)
+            // Closed before opened: a close counted after its open is read can only make
+            // the sum smaller than it is, never negative.
+            let closed = counters.closedConnections.load(ordering: .relaxed)
+            let opened = counters.connections.load(ordering: .relaxed)
+            total.connections += opened
+            total.openConnections += max(0, opened - closed)
             total.acceptFailures += counters.acceptFailures.load(ordering: .relaxed)
+            total.limitRejections += counters.limitRejections.load(ordering: .relaxed)
+            total.answers.informational += counters.informational.load(ordering: .relaxed)
+            total.answers.successful += counters.successful.load(ordering: .relaxed)
+            total.answers.redirection += counters.redirection.load(ordering: .relaxed)
+            total.answers.clientError += counters.clientError.load(ordering: .relaxed)
+            total.answers.serverError += counters.serverError.load(ordering: .relaxed)
         }
         return total
     }

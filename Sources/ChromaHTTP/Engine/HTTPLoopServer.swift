@@ -116,6 +116,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
             // The whole oversized head came in one read, and evhttp parsed it under its
             // backstop limit: answer 413 (evhttp_send_error closes after writing).
             connection.phase = .writing
+            counters.noteRejection(status: 413)
             evhttp_send_error(raw, 413, nil)
             return
         }
@@ -186,6 +187,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     func connectionClosed(_ evcon: OpaquePointer) {
         if let bev = evhttp_connection_get_bufferevent(evcon) { drainForClose(bufferevent_getfd(bev)) }
         guard let connection = connections.remove(UnsafeMutableRawPointer(evcon)) else { return }
+        counters.closedConnections.add(1, ordering: .relaxed)
         connection.setInputCallback(enabled: false)
         connection.freeAnchor()
         connection.dropRequest()
@@ -275,6 +277,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
             }
             http = nil
             listener = nil
+            counters.closedConnections.add(connections.count, ordering: .relaxed)
             connections.removeAll()
             for bev in newcomers { _ = bufferevent_decref(bev) }
             newcomers.removeAll()

@@ -14,6 +14,8 @@ final class HTTPTestClient: @unchecked Sendable {
     // Safe to send: used by one thread at a time.
     let socket: TestClient
     private var buffer: [UInt8] = []
+    /// Set when a read saw the peer's close (recv returned 0), as opposed to a timeout.
+    private var sawClose = false
 
     init(port: UInt16) throws {
         socket = try TestClient(port: port)
@@ -35,6 +37,7 @@ final class HTTPTestClient: @unchecked Sendable {
     private func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = recv(socket.fd, &chunk, chunk.count, 0)
+        if n == 0 || (n < 0 && errno == ECONNRESET) { sawClose = true }
         if n <= 0 { return false }
         buffer += chunk[..<n]
         return true
@@ -67,8 +70,10 @@ final class HTTPTestClient: @unchecked Sendable {
 
     /// True once the server closed the connection (within the receive timeout).
     func waitForClose() -> Bool {
+        // recv leaves errno as it was when it returns 0, so the close is told from a
+        // timeout by the result itself.
         while fill() {}
-        return errno != EAGAIN && errno != EWOULDBLOCK
+        return sawClose
     }
 
     func close() { socket.close() }
