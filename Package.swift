@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .library(name: "Chroma", targets: ["Chroma"]),
         .library(name: "ChromaHTTP", targets: ["ChromaHTTP"]),
+        .library(name: "ChromaMetrics", targets: ["ChromaMetrics"]),
+        .library(name: "ChromaServiceLifecycle", targets: ["ChromaServiceLifecycle"]),
         .executable(name: "chroma-bench", targets: ["ChromaBench"]),
         .executable(name: "chroma-ticker", targets: ["Ticker"]),
         .executable(name: "chroma-copy", targets: ["Copy"]),
@@ -21,6 +23,10 @@ let package = Package(
         // Stall reports and warnings go to a swift-log `Logger` (a small package, no
         // dependencies of its own: the core target stays light).
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        // Only the ChromaMetrics and ChromaServiceLifecycle products depend on these, so a
+        // user of Chroma alone never builds them.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         // Latency percentiles in chroma-bench only.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
@@ -51,6 +57,16 @@ let package = Package(
         .target(
             name: "ChromaHTTP",
             dependencies: ["Chroma", "CLibevent", "CChroma", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The runtime's and HTTP servers' counters published to swift-metrics.
+        .target(
+            name: "ChromaMetrics",
+            dependencies: ["Chroma", "ChromaHTTP", .product(name: "Metrics", package: "swift-metrics")]
+        ),
+        // A runtime and an HTTP server's drain as swift-service-lifecycle `Service`s.
+        .target(
+            name: "ChromaServiceLifecycle",
+            dependencies: ["Chroma", "ChromaHTTP", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         // Counts malloc calls per thread so chroma-bench can report allocations per callback.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
@@ -100,6 +116,17 @@ let package = Package(
         .testTarget(
             name: "ChromaTests",
             dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The swift-metrics and swift-service-lifecycle products, against those packages'
+        // own test tools.
+        .testTarget(
+            name: "ChromaEcosystemTests",
+            dependencies: [
+                "Chroma", "ChromaHTTP", "ChromaMetrics", "ChromaServiceLifecycle",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -83,10 +83,11 @@ final class Condition: @unchecked Sendable {
 /// A one-shot latch that blocks threads until `open()`; a pthread condition variable, so
 /// ThreadSanitizer sees the happens-before edge.
 final class Latch: @unchecked Sendable {
-    // Safe to share: `isOpen` is only read or written with `mutex` held.
+    // Safe to share: `isOpen` and `whenOpen` are only read or written with `mutex` held.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
     private var isOpen = false
+    private var whenOpen: [@Sendable () -> Void] = []
 
     init() {
         mutex = .allocate(capacity: 1)
@@ -107,7 +108,23 @@ final class Latch: @unchecked Sendable {
     func open() {
         pthread_mutex_lock(mutex)
         isOpen = true
+        let waiting = whenOpen
+        whenOpen = []
         pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+        for body in waiting { body() }
+    }
+
+    /// Runs `body` once the latch is open: now, on this thread, if it is; else on the
+    /// thread that opens it, after the latch's lock is released.
+    func onOpen(_ body: @escaping @Sendable () -> Void) {
+        pthread_mutex_lock(mutex)
+        if isOpen {
+            pthread_mutex_unlock(mutex)
+            body()
+            return
+        }
+        whenOpen.append(body)
         pthread_mutex_unlock(mutex)
     }
 

@@ -33,7 +33,7 @@ public final class Runtime: @unchecked Sendable {
     @usableFromInline let placement: Placement
     let handles: HandleTable
     @usableFromInline let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
-    private let stopped = Latch()
+    let stopped = Latch()
     private let reportLock = Lock()
     private let joinLock = Lock()  // held while joining; never taken by loop threads
     /// One `ColorExecutor` per color while it is in use.
@@ -212,7 +212,7 @@ public final class Runtime: @unchecked Sendable {
         }
     }
 
-    private func refuseOnLoopThread(_ operation: String) throws(ChromaError) {
+    func refuseOnLoopThread(_ operation: String) throws(ChromaError) {
         if chroma_current_loop() != nil {
             throw .invalidState(operation: operation, reason: "called on a loop thread, it would wait for itself; call stop()")
         }

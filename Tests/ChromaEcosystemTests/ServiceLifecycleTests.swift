@@ -1,0 +1,81 @@
+import Chroma
+import ChromaHTTP
+import ChromaServiceLifecycle
+import Foundation
+import Logging
+import ServiceLifecycle
+import XCTest
+
+/// ChromaServiceLifecycle: a runtime and an HTTP server in a `ServiceGroup`.
+final class ServiceLifecycleTests: XCTestCase {
+    /// Graceful shutdown drains the server before the runtime stops: a request in progress
+    /// when it starts is answered (with `Connection: close`), new connections are refused,
+    /// and the group's run returns with the runtime stopped.
+    func testGracefulShutdownDrainsWithoutLosingARequestInProgress() throws {
+        let runtime = try Runtime(loops: 2)
+        try runtime.start()
+        addTeardownBlock { _ = try? runtime.shutdown() }
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        var routes = HTTPRoutes()
+        routes.get("/slow") { request in
+            entered.signal()
+            // The handler waits off the loop, then answers on its connection's color.
+            _ = try? runtime.blocking { release.wait(timeout: .now() + hangTimeout) } completion: { _ in
+                _ = request.respond(.ok, text: "finished")
+            }
+        }
+        let server = try runtime.serveHTTP(host: "127.0.0.1", port: 0, routes: routes)
+        let port = server.port
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [RuntimeService(runtime), HTTPServerService(server, drainTimeout: .seconds(Int64(hangTimeout)))],
+            logger: Logger(label: "test")))
+        let finished = DispatchSemaphore(value: 0)
+        let failure = LockedError()
+        Task {
+            do { try await group.run() } catch { failure.set(error) }
+            finished.signal()
+        }
+
+        let client = try LoopbackHTTP(port: port)
+        client.sendGET("/slow")
+        XCTAssertEqual(entered.wait(timeout: .now() + hangTimeout), .success, "the handler started")
+        Task { await group.triggerGracefulShutdown() }
+        XCTAssertTrue(eventually { (try? LoopbackHTTP(port: port)) == nil }, "the drain closes the listening sockets")
+        XCTAssertTrue(runtime.isRunning, "the runtime outlives the server's drain")
+        release.signal()
+        let answer = client.answer()
+        XCTAssertEqual(answer?.status, 200)
+        XCTAssertEqual(answer?.body, "finished")
+        XCTAssertEqual(answer?.headers["connection"], "close")
+        XCTAssertTrue(client.closedByServer())
+        XCTAssertEqual(finished.wait(timeout: .now() + hangTimeout), .success, "the group's run returned")
+        XCTAssertNil(failure.get())
+        XCTAssertFalse(runtime.isRunning)
+        XCTAssertEqual(server.stats.answers.successful, 1)
+    }
+
+    /// A runtime stopped from elsewhere ends its service, and the group with it.
+    func testStoppingTheRuntimeEndsTheGroup() throws {
+        let runtime = try Runtime(loops: 1)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [RuntimeService(runtime)], logger: Logger(label: "test")))
+        let finished = DispatchSemaphore(value: 0)
+        Task {
+            try? await group.run()
+            finished.signal()
+        }
+        XCTAssertTrue(eventually { runtime.isRunning }, "the service started the runtime")
+        runtime.stop()
+        XCTAssertEqual(finished.wait(timeout: .now() + hangTimeout), .success)
+        XCTAssertThrowsError(try runtime.execute { }, "shut down")
+    }
+}
+
+/// An error set by one thread and read by another.
+final class LockedError: @unchecked Sendable {
+    // Safe to share: `error` is only touched with `lock` held.
+    private let lock = NSLock()
+    private var error: (any Error)?
+    func set(_ error: any Error) { lock.withLock { self.error = error } }
+    func get() -> (any Error)? { lock.withLock { error } }
+}
