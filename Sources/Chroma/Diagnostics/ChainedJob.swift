@@ -41,6 +41,17 @@ enum ChainedJob {
         give(record)
     }
 
+    /// Frees this thread's free list (a loop thread's last act: nothing it ran can give a
+    /// record back after it).
+    static func releaseCachedRecords() {
+        var next = chroma_chain_free_list()?.assumingMemoryBound(to: Record.self)
+        chroma_set_chain_free_list(nil, 0)
+        while let record = next {
+            next = record.pointee.next
+            record.deallocate()
+        }
+    }
+
     private static func take() -> UnsafeMutablePointer<Record> {
         guard let head = chroma_chain_free_list()?.assumingMemoryBound(to: Record.self) else {
             return .allocate(capacity: 1)

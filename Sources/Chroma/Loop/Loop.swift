@@ -176,6 +176,7 @@ final class Loop: @unchecked Sendable {
     private func teardown() {
         timers.detach()
         counters.detachThread()
+        ChainedJob.releaseCachedRecords()
         chroma_release_alternate_signal_stack()
         chroma_set_current_loop(nil)
     }
