@@ -17,6 +17,7 @@
 // One capture at a time (the watchdog serializes): the target thread's handler writes the
 // frames here and then sets `capture_done` with a release store.
 static void **capture_frames;
+static struct chroma_chain *capture_chain;
 static int capture_capacity;
 static int capture_count;
 static int capture_done;
@@ -30,6 +31,8 @@ static void capture_handler(int sig, siginfo_t *info, void *context) {
     if (frames) {
         // backtrace() is safe here once libgcc's unwinder is loaded (done at install).
         capture_count = backtrace(frames, capture_capacity);
+        // The running callback's chain lives while it runs, and this handler runs inside it.
+        chroma_chain_of_this_thread(capture_chain);
         __atomic_store_n(&capture_done, 1, __ATOMIC_RELEASE);
     }
     errno = saved;
@@ -49,7 +52,9 @@ int chroma_install_stack_capture(void) {
     return sigaction(chroma_stall_signal(), &action, NULL) == 0 ? 0 : errno;
 }
 
-int chroma_capture_stack(unsigned long thread, void **frames, int capacity, int timeout_ms) {
+int chroma_capture_stack(unsigned long thread, void **frames, int capacity, struct chroma_chain *chain, int timeout_ms) {
+    chain->count = 0;
+    capture_chain = chain;
     capture_capacity = capacity;
     capture_count = 0;
     __atomic_store_n(&capture_done, 0, __ATOMIC_RELAXED);
@@ -171,10 +176,10 @@ static void crash_handler(int sig, siginfo_t *info, void *context) {
         put_string("\nchroma:   queued at ");
         put_site(__atomic_load_n(&s->site, __ATOMIC_RELAXED));
         put_string("\n");
-        uint64_t count = __atomic_load_n(&s->chain_count, __ATOMIC_RELAXED);
-        for (uint64_t i = 0; i < count && i < CHROMA_CHAIN_DEPTH; i++) {
+        const struct chroma_chain *chain = s->chain;
+        for (uint64_t i = 0; chain && i < chain->count && i < CHROMA_CHAIN_DEPTH; i++) {
             put_string("chroma:   by a callback queued at ");
-            put_site(__atomic_load_n(&s->chain[i], __ATOMIC_RELAXED));
+            put_site(chain->sites[i]);
             put_string("\n");
         }
     }

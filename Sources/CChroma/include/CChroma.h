@@ -10,16 +10,24 @@
 //   site    the running callback's enqueue site word (see `EnqueueSite`), 0 when unknown
 //   starts  callbacks started on this thread: the watchdog's progress mark and a counter
 //   passes  passes of callbacks ended (see `chroma_end_pass`); this thread only
-//   chain   with chains on, the sites that led to the running callback (parent first)
+//   chain   with chains on, the running callback's chain (see `struct chroma_chain`), in
+//           memory that lives while the callback runs (its job record, or the stack of the
+//           code running it); NULL when it has none. Read only on this thread: by the jobs
+//           it queues, and by signal handlers (the crash handler, the watchdog's capture).
+#define CHROMA_CHAIN_DEPTH 8
+// A chain as a job keeps it (Swift's `Chain`): the sites that led to it, parent first;
+// `sites` past `count` are undefined.
+struct chroma_chain {
+    uint64_t count;
+    uint64_t sites[CHROMA_CHAIN_DEPTH];
+};
 struct chroma_thread_state {
     uint64_t color;
     uint64_t site;
     uint64_t starts;
     uint64_t passes;
-    uint64_t chain_count;
-    uint64_t chain[8];
+    const struct chroma_chain *chain;
 };
-#define CHROMA_CHAIN_DEPTH 8
 
 // Real C thread-locals: one variable per thread, defined once in CChroma.c (a `static` one in
 // a header would be a different variable in every translation unit).
@@ -69,17 +77,49 @@ static inline struct chroma_thread_state *chroma_thread_state_address(void) { re
 static inline uint64_t chroma_state_color(const struct chroma_thread_state *s) { return __atomic_load_n(&s->color, __ATOMIC_RELAXED); }
 static inline uint64_t chroma_state_site(const struct chroma_thread_state *s) { return __atomic_load_n(&s->site, __ATOMIC_RELAXED); }
 static inline uint64_t chroma_state_starts(const struct chroma_thread_state *s) { return __atomic_load_n(&s->starts, __ATOMIC_RELAXED); }
-static inline uint64_t chroma_state_chain_count(const struct chroma_thread_state *s) { return __atomic_load_n(&s->chain_count, __ATOMIC_RELAXED); }
-static inline uint64_t chroma_state_chain(const struct chroma_thread_state *s, int i) { return __atomic_load_n(&s->chain[i & 7], __ATOMIC_RELAXED); }
-// This thread's chain (see `struct chroma_thread_state`): set while a chained callback runs.
-static inline void chroma_set_chain(uint64_t count, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
-                                    uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7) {
+uint64_t chroma_task_site(const void *task);
+
+// The chain of a job this thread queues now: the running callback's site (an async task's
+// resolved to the site of its `spawn`), then the running callback's chain, cut at the depth.
+// Empty outside callbacks or under a callback of unknown site.
+static inline void chroma_chain_for_child(struct chroma_chain *out) {
     struct chroma_thread_state *s = &chroma_tls_state;
-    __atomic_store_n(&s->chain[0], a0, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[1], a1, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->chain[2], a2, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[3], a3, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->chain[4], a4, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[5], a5, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->chain[6], a6, __ATOMIC_RELAXED); __atomic_store_n(&s->chain[7], a7, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->chain_count, count, __ATOMIC_RELAXED);
+    uint64_t parent = s->site;
+    if (s->color == UINT64_MAX) parent = 0;
+    if (parent >> 63) parent = chroma_task_site((const void *)(uintptr_t)(parent & ((1ull << 48) - 1)));
+    if (parent == 0) {
+        out->count = 0;
+        return;
+    }
+    out->sites[0] = parent;
+    const struct chroma_chain *chain = s->chain;
+    if (!chain) {
+        out->count = 1;
+        return;
+    }
+    // All seven words, whatever the count (the ones past it are undefined either way): a
+    // fixed-size copy is a few vector moves, a counted loop a branch per site.
+    __builtin_memcpy(&out->sites[1], chain->sites, sizeof(uint64_t) * (CHROMA_CHAIN_DEPTH - 1));
+    out->count = 1 + (chain->count < CHROMA_CHAIN_DEPTH - 1 ? chain->count : CHROMA_CHAIN_DEPTH - 1);
+}
+// Makes `chain` this thread's while a chained callback runs; returns the one it replaced,
+// for `chroma_chain_restore` (a chained job run inside another callback puts the enclosing
+// callback's back).
+static inline const struct chroma_chain *chroma_chain_install(const struct chroma_chain *chain) {
+    const struct chroma_chain *previous = chroma_tls_state.chain;
+    __atomic_store_n(&chroma_tls_state.chain, chain, __ATOMIC_RELAXED);
+    return previous;
+}
+static inline void chroma_chain_restore(const struct chroma_chain *previous) {
+    __atomic_store_n(&chroma_tls_state.chain, previous, __ATOMIC_RELAXED);
+}
+// This thread's chain, copied into `out`.
+static inline void chroma_chain_of_this_thread(struct chroma_chain *out) {
+    const struct chroma_chain *chain = chroma_tls_state.chain;
+    uint64_t n = chain ? chain->count : 0;
+    if (n > CHROMA_CHAIN_DEPTH) n = CHROMA_CHAIN_DEPTH;
+    for (uint64_t i = 0; i < n; i++) out->sites[i] = chain->sites[i];
+    out->count = n;
 }
 
 static inline int chroma_is_pool_worker(void) { return chroma_tls_pool_worker; }
@@ -93,49 +133,6 @@ static inline void chroma_cpu_relax(void) {
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
-// MARK: Diagnostics (CChroma/Diagnostics.c)
-
-// The signal the stall watchdog sends a stalled loop thread to capture its stack
-// (SIGRTMIN + 7: a real-time signal nothing else in the process is expected to use).
-int chroma_stall_signal(void);
-
-// Installs the capture handler (once per process; loads the unwinder first, so the
-// handler itself never allocates). Returns 0 or an errno.
-int chroma_install_stack_capture(void);
-
-// Asks thread `thread` (a pthread_t) to capture its stack into `frames` (at most `capacity`
-// return addresses), then waits up to `timeout_ms` for it. Returns the frames captured, or
-// -1 when the thread did not answer in time (it is inside a system call that blocks
-// signals, say). One capture at a time per process: the caller serializes.
-int chroma_capture_stack(unsigned long thread, void **frames, int capacity, int timeout_ms);
-
-// The frames as text (backtrace_symbols: one malloc'd block, freed with
-// chroma_free_frame_symbols); NULL when out of memory. Not for signal handlers.
-char **chroma_frame_symbols(void *const *frames, int count);
-void chroma_free_frame_symbols(char **symbols);
-
-// Installs fatal-signal handlers (SIGSEGV, SIGBUS, SIGILL, SIGTRAP, SIGFPE, SIGABRT) that,
-// on a thread running a Chroma callback, write the callback's color, loop, enqueue site and
-// chain to stderr with async-signal-safe writes, then hand the signal to the handler that
-// was there before (Swift's backtracer, say) or to the default action. Once per process.
-int chroma_install_crash_context(void);
-
-// Gives the calling thread an alternate signal stack, so the crash handler can report a stack
-// overflow too. Loop threads call it at start. Returns 0 or an errno.
-int chroma_use_alternate_signal_stack(void);
-
-// Drops the alternate signal stack `chroma_use_alternate_signal_stack` gave this thread.
-void chroma_release_alternate_signal_stack(void);
-
-// The sites of running async tasks (`Runtime.spawn`), by task address, readable from signal
-// handlers. Insert returns 0 when the table is full (the task's site stays unknown).
-int chroma_task_site_insert(const void *task, uint64_t site);
-void chroma_task_site_remove(const void *task);
-uint64_t chroma_task_site(const void *task);
-
-// Sets the calling loop thread's index, for the crash handler's report.
-void chroma_set_loop_index(int index);
-
 #endif
 }
 
@@ -188,10 +185,11 @@ int chroma_stall_signal(void);
 int chroma_install_stack_capture(void);
 
 // Asks thread `thread` (a pthread_t) to capture its stack into `frames` (at most `capacity`
-// return addresses), then waits up to `timeout_ms` for it. Returns the frames captured, or
-// -1 when the thread did not answer in time (it is inside a system call that blocks
-// signals, say). One capture at a time per process: the caller serializes.
-int chroma_capture_stack(unsigned long thread, void **frames, int capacity, int timeout_ms);
+// return addresses) and its running callback's chain into `chain`, then waits up to
+// `timeout_ms` for it. Returns the frames captured, or -1 when the thread did not answer in
+// time (it is inside a system call that blocks signals, say). One capture at a time per
+// process: the caller serializes.
+int chroma_capture_stack(unsigned long thread, void **frames, int capacity, struct chroma_chain *chain, int timeout_ms);
 
 // The frames as text (backtrace_symbols: one malloc'd block, freed with
 // chroma_free_frame_symbols); NULL when out of memory. Not for signal handlers.

@@ -5,65 +5,55 @@ import CChroma
 /// followed by its chain, cut at the depth. Copies, not links, so a long chain of callbacks
 /// keeps nothing alive behind it.
 ///
-/// While a chained job runs, its chain is in the thread's `chroma_thread_state`, where the
-/// watchdog and the crash handler read it and the jobs it queues copy it from.
+/// While a chained job runs, the thread's `chroma_thread_state` points at its chain, where
+/// the jobs it queues copy it from and the signal handlers (the crash handler, the
+/// watchdog's capture) read it, on the thread itself.
 struct Chain: Sendable {
-    var count: UInt64 = 0
-    var sites: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+    /// `count` sites in `sites`, nearest first (C's `struct chroma_chain`, so the copies
+    /// are plain C loops).
+    var raw = chroma_chain()
 
     static let depth = Int(CHROMA_CHAIN_DEPTH)
+
+    var count: Int { Int(raw.count) }
 
     /// The chain of a job queued now on this thread: the running callback's site (an async
     /// task's resolved to its `spawn`), then the running callback's own chain. Empty
     /// outside callbacks.
     static func forChild() -> Chain {
         var chain = Chain()
-        let parent = EnqueueSite.resolved(chroma_current_site())
-        guard chroma_current_color() != Color.noneRawValue, parent != 0 else { return chain }
-        let state = chroma_thread_state_address()
-        let inherited = min(Int(chroma_state_chain_count(state)), depth - 1)
-        withUnsafeMutableBytes(of: &chain.sites) { raw in
-            let words = raw.bindMemory(to: UInt64.self)
-            words[0] = parent
-            for i in 0..<inherited { words[i + 1] = chroma_state_chain(state, Int32(i)) }
-        }
-        chain.count = UInt64(inherited + 1)
+        chroma_chain_for_child(&chain.raw)
         return chain
     }
 
-    /// Runs `body` with this chain as the thread's, then puts back the one before (a
-    /// chained job inside another callback, such as a timer fire run in place).
+    /// Runs `body` with this chain as the thread's, then puts back the one before (see
+    /// `run(at:_:)`).
     func run(_ body: () -> Void) {
-        let saved = Chain.ofThisThread()
-        set()
+        withUnsafePointer(to: raw) { Chain.run(at: $0, body) }
+    }
+
+    /// Runs `body` with the chain at `chain` as the thread's (which must stay valid until
+    /// `body` returns), then puts back the one before: none, in the common case; the
+    /// enclosing callback's, for a chained job run inside another callback (a timer fire run
+    /// in place).
+    @inline(__always)
+    static func run(at chain: UnsafePointer<chroma_chain>, _ body: () -> Void) {
+        let previous = chroma_chain_install(chain)
         body()
-        saved.set()
+        chroma_chain_restore(previous)
     }
 
-    private func set() {
-        chroma_set_chain(count, sites.0, sites.1, sites.2, sites.3, sites.4, sites.5, sites.6, sites.7)
-    }
-
-    private static func ofThisThread() -> Chain {
-        read(chroma_thread_state_address())
-    }
-
-    /// Another thread's chain, read with relaxed loads (the caller checks the thread's start
-    /// count around the read to know it was one callback's).
-    static func read(_ state: UnsafePointer<chroma_thread_state>) -> Chain {
+    /// The running callback's chain on this thread.
+    static func ofThisThread() -> Chain {
         var chain = Chain()
-        chain.count = min(chroma_state_chain_count(state), UInt64(depth))
-        withUnsafeMutableBytes(of: &chain.sites) { raw in
-            let words = raw.bindMemory(to: UInt64.self)
-            for i in 0..<depth { words[i] = chroma_state_chain(state, Int32(i)) }
-        }
+        chroma_chain_of_this_thread(&chain.raw)
         return chain
     }
 
     /// The sites, nearest first, leaving out unknown ones.
     var named: [EnqueueSite] {
-        withUnsafeBytes(of: sites) { raw in
-            raw.bindMemory(to: UInt64.self).prefix(Int(count)).compactMap { EnqueueSite.named($0) }
+        withUnsafeBytes(of: raw.sites) { raw in
+            raw.bindMemory(to: UInt64.self).prefix(count).compactMap { EnqueueSite.named($0) }
         }
     }
 }
@@ -80,6 +70,6 @@ extension Runtime {
     /// first; empty otherwise. Any thread.
     public static var currentChain: [EnqueueSite] {
         guard chroma_current_color() != Color.noneRawValue else { return [] }
-        return Chain.read(chroma_thread_state_address()).named
+        return Chain.ofThisThread().named
     }
 }

@@ -11,7 +11,7 @@ import CChroma
 /// list is its own thread's, capped at `cachedRecords`, beyond which records are freed.
 enum ChainedJob {
     struct Record {
-        var chain: Chain
+        var chain: chroma_chain
         var job: Job
         var next: UnsafeMutablePointer<Record>?
     }
@@ -20,9 +20,12 @@ enum ChainedJob {
 
     /// The function job that runs `body` as `color` with the chain of the callback queuing
     /// it now: the record owns the closure until it runs (or `discard` drops it).
+    @inline(__always)
     static func make(color: UInt64, site: UInt64, body: consuming @escaping @Sendable () -> Void) -> Job {
         let record = take()
-        record.initialize(to: Record(chain: Chain.forChild(), job: Job(color: color, site: site, body: body), next: nil))
+        // Written in place: the chain by C, the job as four words; the record is trivial.
+        chroma_chain_for_child(record.pointer(to: \.chain)!)
+        record.pointer(to: \.job)!.initialize(to: Job(color: color, site: site, body: body))
         return Job(color: color, site: site, function: trampoline, context: UnsafeMutableRawPointer(record))
     }
 
@@ -35,7 +38,7 @@ enum ChainedJob {
 
     private static let trampoline: @convention(c) (UnsafeMutableRawPointer?) -> Void = { raw in
         let record = raw.unsafelyUnwrapped.assumingMemoryBound(to: Record.self)
-        record.pointee.chain.run {
+        Chain.run(at: record.pointer(to: \.chain)!) {
             Job.runClosure(at: UnsafeMutableRawPointer(record.pointer(to: \.job)!).advanced(by: 8))
         }
         give(record)
@@ -52,18 +55,17 @@ enum ChainedJob {
         }
     }
 
-    private static func take() -> UnsafeMutablePointer<Record> {
+    @inline(__always) private static func take() -> UnsafeMutablePointer<Record> {
         guard let head = chroma_chain_free_list()?.assumingMemoryBound(to: Record.self) else {
             return .allocate(capacity: 1)
         }
         chroma_set_chain_free_list(UnsafeMutableRawPointer(head.pointee.next), chroma_chain_free_count() - 1)
-        head.deinitialize(count: 1)
         return head
     }
 
     /// Takes back a record whose job ran (or was dropped): its closure is gone, the rest is
     /// trivial.
-    private static func give(_ record: UnsafeMutablePointer<Record>) {
+    @inline(__always) private static func give(_ record: UnsafeMutablePointer<Record>) {
         let count = chroma_chain_free_count()
         guard count < cachedRecords else {
             record.deallocate()

@@ -150,16 +150,18 @@ final class Watchdog: @unchecked Sendable {
             }
             let ran = now &- track.since
             guard !track.reported && ran >= track.threshold else { return nil }
-            // The site and chain are the running callback's if the count is the same after
-            // reading them; the stack, if it is the same after the capture.
+            // The site is the running callback's if the count is the same after reading it;
+            // the stack and the chain (which the loop thread's capture handler copies, as it
+            // lives in memory only that thread may read), if it is the same after the capture.
             let site = chroma_state_site(state)
-            let chain = Chain.read(state)
             guard chroma_state_starts(state) == starts else { return nil }
             var frames = [UnsafeMutableRawPointer?](repeating: nil, count: 64)
+            var captureChain = Chain()
             let captured = frames.withUnsafeMutableBufferPointer {
-                Int(chroma_capture_stack(UInt(thread), $0.baseAddress, Int32($0.count), 50))
+                Int(chroma_capture_stack(UInt(thread), $0.baseAddress, Int32($0.count), &captureChain.raw, 50))
             }
             let stackIsOurs = captured > 0 && chroma_state_starts(state) == starts
+            let chain = stackIsOurs ? captureChain : Chain()
             track.reported = true
             track.threshold = track.threshold &* 2
             track.lastReport = now
