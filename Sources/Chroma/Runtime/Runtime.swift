@@ -353,6 +353,11 @@ public final class Runtime: @unchecked Sendable {
     @usableFromInline @inline(never)
     func executeSlowly(_ current: UInt8, color: Color, site: UInt64, _ body: @escaping @Sendable () -> Void) throws(ChromaError) {
         try checkRunningSlowly(current, "execute")
+        // Outside callbacks there is no chain to pass on: a plain job, no record.
+        guard chroma_current_color() != Color.noneRawValue else {
+            if !post(Job(color: color.rawValue, site: site, body: body), color: color.rawValue) { throw .shutDown(operation: "execute") }
+            return
+        }
         let job = ChainedJob.make(color: color.rawValue, site: site, body: body)
         if !post(job, color: color.rawValue) {
             ChainedJob.discard(job)
