@@ -29,8 +29,6 @@ struct chroma_open_how {
 _Thread_local void *chroma_tls_loop = 0;
 _Thread_local struct chroma_thread_state chroma_tls_state = { .color = UINT64_MAX };
 _Thread_local int chroma_tls_pool_worker = 0;
-_Thread_local void *chroma_tls_chain_free = 0;
-_Thread_local long chroma_tls_chain_free_count = 0;
 
 int chroma_pin_current_thread(int cpu) {
     cpu_set_t set;

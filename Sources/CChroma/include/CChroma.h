@@ -27,6 +27,11 @@ struct chroma_thread_state {
     uint64_t starts;
     uint64_t passes;
     const struct chroma_chain *chain;
+    // With chains on: this thread's free list of chained-job records (see Swift's
+    // `ChainedJob`) and its length; this thread only. Here, so that a chained post and run
+    // reach them from the block they already address.
+    void *chain_free;
+    long chain_free_count;
 };
 
 // Real C thread-locals: one variable per thread, defined once in CChroma.c (a `static` one in
@@ -35,15 +40,11 @@ extern _Thread_local void *chroma_tls_loop;
 extern _Thread_local struct chroma_thread_state chroma_tls_state;
 // Non-zero on a blocking-pool worker thread.
 extern _Thread_local int chroma_tls_pool_worker;
-// With chains on: this thread's free list of chained-job records (see Swift's `ChainedJob`),
-// and its length. This thread only.
-extern _Thread_local void *chroma_tls_chain_free;
-extern _Thread_local long chroma_tls_chain_free_count;
-static inline void *chroma_chain_free_list(void) { return chroma_tls_chain_free; }
-static inline long chroma_chain_free_count(void) { return chroma_tls_chain_free_count; }
+static inline void *chroma_chain_free_list(void) { return chroma_tls_state.chain_free; }
+static inline long chroma_chain_free_count(void) { return chroma_tls_state.chain_free_count; }
 static inline void chroma_set_chain_free_list(void *head, long count) {
-    chroma_tls_chain_free = head;
-    chroma_tls_chain_free_count = count;
+    chroma_tls_state.chain_free = head;
+    chroma_tls_state.chain_free_count = count;
 }
 
 static inline void *chroma_current_loop(void) { return chroma_tls_loop; }
