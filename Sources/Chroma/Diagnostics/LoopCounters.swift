@@ -10,7 +10,8 @@ import Synchronization
 /// start counts itself there); readers reach it through `state`, which the loop clears,
 /// under `stateLock`, before its thread exits, leaving the final count in `finalCallbacks`.
 final class LoopCounters: @unchecked Sendable {
-    // Safe to share: atomics, and `state`/`thread`, which are guarded by `stateLock`.
+    // Safe to share: atomics, `state`/`thread`, which are guarded by `stateLock`, and the
+    // probe's leg fields, touched only on the loop's thread.
     /// Jobs the loop took from its mailbox (posted from other threads).
     let mailboxJobs = Atomic<Int>(0)
     /// Drains the loop's wakeup (or continuation) event ran.
@@ -31,6 +32,14 @@ final class LoopCounters: @unchecked Sendable {
     let probeSeq = Atomic<Int>(0)
     /// True from the watchdog's post of a probe until the probe's second leg ran.
     let probeInFlight = Atomic<Bool>(false)
+    /// The probe in flight: when the watchdog sent it and the loop's start count then
+    /// (written before the post, which orders them for the loop).
+    let probeSentAt = Atomic<UInt64>(0)
+    let probeStartsAtSend = Atomic<UInt64>(0)
+    /// Its first leg's arrival and the jobs ahead of it in each leg; the loop thread only.
+    var probeArrivedAt: UInt64 = 0
+    var probeAheadInMailbox = 0
+    var probeAheadInRunQueue = 0
 
     private let stateLock = Lock()
     private var state: UnsafeMutablePointer<chroma_thread_state>?

@@ -190,7 +190,9 @@ final class Watchdog: @unchecked Sendable {
                                      site: nil, chain: [], queueDepth: depth, backtrace: [], suppressed: 0)
             }
         }
-        if !counters.probeInFlight.load(ordering: .acquiring) && !loop.core.mailbox.isAsleep,
+        // One probe per threshold, not per sample: enough for the delay figures and for an
+        // overload to be seen within two thresholds, at a fifth of the posts.
+        if now &- track.probeSent >= threshold, !counters.probeInFlight.load(ordering: .acquiring), !loop.core.mailbox.isAsleep,
            let starts = counters.withThread({ state, _ in chroma_state_starts(state) }) {
             counters.probeInFlight.store(true, ordering: .relaxed)
             track.probeSent = now

@@ -368,18 +368,31 @@ extension Loop {
     /// run queue (behind what this loop queued itself). The longer wait of the two is the
     /// delay a job queued then would have seen; the jobs that ran ahead of it in that leg
     /// are the depth of the queue it waited in. Any thread.
+    ///
+    /// Both legs are function jobs whose state is in `counters`: a probe allocates nothing,
+    /// so no memory the watchdog thread allocated ever reaches the loop's allocator caches.
     func probe(sentAt sent: UInt64, startsAtSend: UInt64) -> Bool {
-        enqueue(Job(color: runtime.loopColor(index).rawValue) { [self] in
-            let arrived = monotonicNanoseconds()
-            // This probe's own start is counted too.
-            let aheadInMailbox = Int(truncatingIfNeeded: chroma_current_starts() &- startsAtSend &- 1)
-            let aheadInRunQueue = core.local.pointee.runQueue.count
-            core.pushLocal(Job(color: runtime.loopColor(index).rawValue) { [self] in
-                let back = monotonicNanoseconds()
-                let (first, second) = (arrived &- sent, back &- arrived)
-                counters.noteProbe(delay: max(first, second), depth: first >= second ? aheadInMailbox : aheadInRunQueue)
-            })
-        })
+        counters.probeSentAt.store(sent, ordering: .relaxed)
+        counters.probeStartsAtSend.store(startsAtSend, ordering: .relaxed)
+        return enqueue(Job(color: runtime.loopColor(index).rawValue, function: Loop.probeArrived,
+                           context: Unmanaged.passUnretained(self).toOpaque()))
+    }
+
+    private static let probeArrived: @convention(c) (UnsafeMutableRawPointer?) -> Void = { raw in
+        let loop = Unmanaged<Loop>.fromOpaque(raw.unsafelyUnwrapped).takeUnretainedValue()
+        let counters = loop.counters
+        counters.probeArrivedAt = monotonicNanoseconds()
+        // This probe's own start is counted too.
+        counters.probeAheadInMailbox = Int(truncatingIfNeeded: chroma_current_starts() &- counters.probeStartsAtSend.load(ordering: .relaxed) &- 1)
+        counters.probeAheadInRunQueue = loop.core.local.pointee.runQueue.count
+        loop.core.pushLocal(Job(color: loop.runtime.loopColor(loop.index).rawValue, function: Loop.probeBack, context: raw))
+    }
+
+    private static let probeBack: @convention(c) (UnsafeMutableRawPointer?) -> Void = { raw in
+        let counters = Unmanaged<Loop>.fromOpaque(raw.unsafelyUnwrapped).takeUnretainedValue().counters
+        let back = monotonicNanoseconds()
+        let (first, second) = (counters.probeArrivedAt &- counters.probeSentAt.load(ordering: .relaxed), back &- counters.probeArrivedAt)
+        counters.noteProbe(delay: max(first, second), depth: first >= second ? counters.probeAheadInMailbox : counters.probeAheadInRunQueue)
     }
 
     /// Lends the raw base to an engine (`EngineLoop.withRawBase`; see
