@@ -126,24 +126,24 @@ private struct PublisherState: ~Copyable {
     /// A running total: the counter grows by what was added since the last publish.
     private mutating func total(_ name: String, _ dimensions: [(String, String)], _ value: Int) {
         let key = Self.key(name, dimensions)
-        let counter = counters[key] ?? {
-            let made = Counter(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory)
-            counters[key] = made
-            return made
-        }()
+        let counter = Self.metric(key, in: &counters) { Counter(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory) }
         let added = value - (published[key] ?? 0)
         if added > 0 { counter.increment(by: added) }
         published[key] = max(value, published[key] ?? 0)
     }
 
+    /// A level: the gauge takes the value.
     private mutating func level(_ name: String, _ dimensions: [(String, String)], _ value: Double) {
         let key = Self.key(name, dimensions)
-        let gauge = gauges[key] ?? {
-            let made = Gauge(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory)
-            gauges[key] = made
-            return made
-        }()
-        gauge.record(value)
+        Self.metric(key, in: &gauges) { Gauge(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory) }.record(value)
+    }
+
+    /// The metric under `key`, made on first use.
+    private static func metric<M>(_ key: String, in table: inout [String: M], make: () -> M) -> M {
+        if let known = table[key] { return known }
+        let made = make()
+        table[key] = made
+        return made
     }
 
     private static func key(_ name: String, _ dimensions: [(String, String)]) -> String {
