@@ -95,6 +95,8 @@ let package = Package(
             dependencies: ["Chroma", "ChromaHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/HTTPServer"
         ),
+        // chroma-kv's parts (Examples/KV): the RESP2 protocol so far.
+        .target(name: "ChromaKV", path: "Examples/KV/Library"),
         .executableTarget(
             name: "Copy",
             dependencies: [
@@ -117,6 +119,7 @@ let package = Package(
             name: "ChromaTests",
             dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
         ),
+        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'
         // own test tools.
         .testTarget(
