@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "chroma-copy-async", targets: ["CopyAsync"]),
         .executable(name: "chroma-echo", targets: ["Echo"]),
         .executable(name: "chroma-httpd", targets: ["HTTPServer"]),
+        .executable(name: "chroma-kv", targets: ["KV"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
@@ -96,7 +97,12 @@ let package = Package(
             path: "Examples/HTTPServer"
         ),
         // chroma-kv's parts (Examples/KV): the RESP2 protocol so far.
-        .target(name: "ChromaKV", path: "Examples/KV/Library"),
+        .target(name: "ChromaKV", dependencies: ["Chroma"], path: "Examples/KV/Library"),
+        .executableTarget(
+            name: "KV",
+            dependencies: ["Chroma", "ChromaKV", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/KV/Server"
+        ),
         .executableTarget(
             name: "Copy",
             dependencies: [
@@ -119,7 +125,7 @@ let package = Package(
             name: "ChromaTests",
             dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV"]),
+        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'
         // own test tools.
         .testTarget(
