@@ -125,13 +125,15 @@ let package = Package(
             name: "ChromaTests",
             dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma"]),
+        // A loopback client socket for the test targets that talk to a server.
+        .target(name: "LoopbackSocket", path: "Tests/LoopbackSocket"),
+        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "LoopbackSocket"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'
         // own test tools.
         .testTarget(
             name: "ChromaEcosystemTests",
             dependencies: [
-                "Chroma", "ChromaHTTP", "ChromaMetrics", "ChromaServiceLifecycle",
+                "Chroma", "ChromaHTTP", "ChromaMetrics", "ChromaServiceLifecycle", "LoopbackSocket",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

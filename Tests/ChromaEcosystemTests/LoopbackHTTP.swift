@@ -1,4 +1,5 @@
 import Foundation
+import LoopbackSocket
 
 /// Seconds any wait in these tests may take before it fails the test.
 let hangTimeout: Double = 10
@@ -7,34 +8,16 @@ let hangTimeout: Double = 10
 /// `hangTimeout`, so a test that waits for an answer fails instead of hanging.
 final class LoopbackHTTP: @unchecked Sendable {
     // Safe to send: a test uses one connection from one thread at a time.
-    private let fd: Int32
+    private let socket: LoopbackSocket
     private var pending: [UInt8] = []
 
     init(port: UInt16) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
-        var timeout = timeval(tv_sec: Int(hangTimeout), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if rc != 0 {
-            let error = errno
-            Glibc.close(fd)
-            throw POSIXError(POSIXErrorCode(rawValue: error)!)
-        }
+        socket = try LoopbackSocket(port: port, timeout: Int(hangTimeout))
     }
-
-    deinit { Glibc.close(fd) }
 
     /// Sends a GET for `path`.
     func sendGET(_ path: String) {
-        let bytes = Array("GET \(path) HTTP/1.1\r\nHost: test\r\n\r\n".utf8)
-        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        socket.send(Array("GET \(path) HTTP/1.1\r\nHost: test\r\n\r\n".utf8))
     }
 
     /// The next answer's status, lower-cased headers and body; nil if the connection closed
@@ -65,20 +48,12 @@ final class LoopbackHTTP: @unchecked Sendable {
         return answer()
     }
 
-    /// True once the server closed the connection (a read returned 0).
-    func closedByServer() -> Bool {
-        while fill() {}
-        return sawClose
-    }
-
-    private var sawClose = false
+    /// True once the server closed the connection.
+    func closedByServer() -> Bool { socket.closedByPeer() }
 
     private func fill() -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        let n = recv(fd, &chunk, chunk.count, 0)
-        if n == 0 || (n < 0 && errno == ECONNRESET) { sawClose = true }
-        guard n > 0 else { return false }
-        pending += chunk[..<n]
+        guard let bytes = socket.receive() else { return false }
+        pending += bytes
         return true
     }
 }
