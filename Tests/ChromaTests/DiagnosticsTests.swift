@@ -108,8 +108,16 @@ final class DiagnosticsTests: XCTestCase {
         let reports = Locked<[StallReport]>([])
         let runtime = try watchedRuntime(loops: 8, threshold: .milliseconds(10), reports: reports)
         let finished = Signal()
+        let watchdog = try XCTUnwrap(runtime.watchdog)
         for loop in 0..<8 {
-            try runtime.execute(on: runtime.makeColor(onLoop: loop)) { spin(milliseconds: 60); finished.fire() }
+            try runtime.execute(on: runtime.makeColor(onLoop: loop)) {
+                // 60 ms, and long enough for the watchdog to have looked 20 times: with eight
+                // loops on a loaded machine its thread may get no core for a while.
+                let start = watchdog.rounds.load(ordering: .acquiring)
+                let end = monotonicSeconds() + 0.06
+                while monotonicSeconds() < end || watchdog.rounds.load(ordering: .acquiring) < start + 20 {}
+                finished.fire()
+            }
         }
         XCTAssertTrue(finished.wait(count: 8))
         XCTAssertTrue(waitForWatchdog(runtime))
