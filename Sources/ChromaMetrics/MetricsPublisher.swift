@@ -48,17 +48,17 @@ public final class MetricsPublisher: Sendable {
         state.withLock { $0.publish(statistics, http) }
     }
 
-    /// Publishes every `interval`, on a timer of the runtime (a color of its own, so a
-    /// publish never waits behind application callbacks, nor they behind it), until
-    /// `stop()` or the runtime's shutdown. Publishes once at once. A second call replaces
-    /// the first's timer. Throws as `Runtime.schedule` does (a runtime not running, an
-    /// interval that is not positive).
-    public func start(every interval: Duration) throws(ChromaError) {
+    /// Publishes every `interval`, on a timer of the runtime, as `color` (default: a color
+    /// of its own, so a publish never waits behind application callbacks, nor they behind
+    /// it), until `stop()` or the runtime's shutdown. Publishes once at once. A second call
+    /// replaces the first's timer. Throws `invalidArgument` for an interval that is not
+    /// positive, and as `Runtime.schedule` does (a runtime not running).
+    public func start(every interval: Duration, on color: Color? = nil) throws(ChromaError) {
         guard interval > .zero else {
             throw .invalidArgument(operation: "MetricsPublisher.start", detail: "the interval must be positive, not \(interval)")
         }
         publish()
-        let next = try runtime.schedule(after: interval, repeating: interval, on: runtime.makeColor()) { [self] in publish() }
+        let next = try runtime.schedule(after: interval, repeating: interval, on: color ?? runtime.makeColor()) { [self] in publish() }
         _ = timer.withLock { previous in
             defer { previous = next }
             return previous?.cancel()

@@ -15,12 +15,16 @@ public struct HTTPServerService: Service {
     public let server: HTTPServer
     /// How long the drain waits for requests in progress before it closes what is left.
     public let drainTimeout: Duration
+    private let onDrain: (@Sendable () -> Void)?
 
     /// A service that drains `server` within `drainTimeout` (default 10 s) at graceful
-    /// shutdown.
-    public init(_ server: HTTPServer, drainTimeout: Duration = .seconds(10)) {
+    /// shutdown. `onDrain`, if given, runs once the drain is under way (a log line, a
+    /// health check turning unready): every loop has been asked to close its listening
+    /// socket, behind the work already queued there.
+    public init(_ server: HTTPServer, drainTimeout: Duration = .seconds(10), onDrain: (@Sendable () -> Void)? = nil) {
         self.server = server
         self.drainTimeout = drainTimeout
+        self.onDrain = onDrain
     }
 
     /// Waits for graceful shutdown, then drains; returns when the last connection is
@@ -32,6 +36,9 @@ public struct HTTPServerService: Service {
             server.close()
             return
         }
-        _ = await server.drain(timeout: drainTimeout)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            server.drain(timeout: drainTimeout) { _ in continuation.resume() }
+            onDrain?()
+        }
     }
 }

@@ -57,14 +57,3 @@ final class LoopbackHTTP: @unchecked Sendable {
         return true
     }
 }
-
-/// Polls `condition` until it holds or `hangTimeout` passes, for state another thread
-/// changes with no event to wait on.
-func eventually(_ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(hangTimeout)
-    while !condition() {
-        if Date() > deadline { return false }
-        usleep(1000)
-    }
-    return true
-}

@@ -8,7 +8,7 @@ import XCTest
 /// ChromaMetrics publishes the runtime's and an HTTP server's counters to a `MetricsFactory`.
 final class MetricsPublisherTests: XCTestCase {
     func testPublishesCountersAndGaugesToTheFactory() throws {
-        let runtime = try Runtime(loops: 2, diagnostics: Diagnostics(stallThreshold: .zero))
+        let runtime = try Runtime(loops: 2, stealing: .off, diagnostics: Diagnostics(stallThreshold: .zero))
         try runtime.start()
         addTeardownBlock { _ = try? runtime.shutdown() }
         var routes = HTTPRoutes()
@@ -43,11 +43,17 @@ final class MetricsPublisherTests: XCTestCase {
         XCTAssertEqual(ok.totalValue, 8)
         XCTAssertEqual(ok.values.count, 2, "two increments: 5, then 3")
 
-        // On a timer: it keeps publishing until stopped.
-        try publisher.start(every: .milliseconds(10))
-        let depth = try metrics.expectGauge("chroma_pool_workers")
-        let before = depth.values.count
-        XCTAssertTrue(eventually { depth.values.count >= before + 3 }, "the timer publishes")
+        // On a timer: it keeps publishing until stopped. A check timed after three of its
+        // ticks, on the same color, fires after them (one loop's timers fire in deadline
+        // order; with stealing off the color stays on its loop).
+        let workers = try metrics.expectGauge("chroma_pool_workers")
+        let before = workers.values.count
+        let color = runtime.makeColor()
+        try publisher.start(every: .milliseconds(10), on: color)
+        let checked = DispatchSemaphore(value: 0)
+        _ = try runtime.schedule(after: .milliseconds(35), on: color) { checked.signal() }
+        XCTAssertEqual(checked.wait(timeout: .now() + hangTimeout), .success)
+        XCTAssertGreaterThanOrEqual(workers.values.count, before + 1 + 3, "one publish at start, then one per tick")
         publisher.stop()
         XCTAssertThrowsError(try publisher.start(every: .zero)) { error in
             guard case ChromaError.invalidArgument(let operation, _) = error else { return XCTFail("\(error)") }

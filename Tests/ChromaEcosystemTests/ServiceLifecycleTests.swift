@@ -27,9 +27,10 @@ final class ServiceLifecycleTests: XCTestCase {
         }
         let server = try runtime.serveHTTP(host: "127.0.0.1", port: 0, routes: routes)
         let port = server.port
+        let draining = DispatchSemaphore(value: 0)
+        let service = HTTPServerService(server, drainTimeout: .seconds(Int64(hangTimeout))) { draining.signal() }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [RuntimeService(runtime), HTTPServerService(server, drainTimeout: .seconds(Int64(hangTimeout)))],
-            logger: Logger(label: "test")))
+            services: [RuntimeService(runtime), service], logger: Logger(label: "test")))
         let finished = DispatchSemaphore(value: 0)
         let failure = LockedError()
         Task {
@@ -41,33 +42,47 @@ final class ServiceLifecycleTests: XCTestCase {
         client.sendGET("/slow")
         XCTAssertEqual(entered.wait(timeout: .now() + hangTimeout), .success, "the handler started")
         Task { await group.triggerGracefulShutdown() }
-        XCTAssertTrue(eventually { (try? LoopbackHTTP(port: port)) == nil }, "the drain closes the listening sockets")
+        XCTAssertEqual(draining.wait(timeout: .now() + hangTimeout), .success, "the drain began")
         XCTAssertTrue(runtime.isRunning, "the runtime outlives the server's drain")
+        // The answer is queued behind the drain's start on the connection's loop.
         release.signal()
         let answer = client.answer()
         XCTAssertEqual(answer?.status, 200)
         XCTAssertEqual(answer?.body, "finished")
         XCTAssertEqual(answer?.headers["connection"], "close")
         XCTAssertTrue(client.closedByServer())
+        XCTAssertNil(try? LoopbackHTTP(port: port), "the drain closed the listening sockets")
         XCTAssertEqual(finished.wait(timeout: .now() + hangTimeout), .success, "the group's run returned")
         XCTAssertNil(failure.get())
         XCTAssertFalse(runtime.isRunning)
         XCTAssertEqual(server.stats.answers.successful, 1)
     }
 
-    /// A runtime stopped from elsewhere ends its service, and the group with it.
+    /// A runtime stopped from elsewhere ends its service, and the group with it. The
+    /// service starts a runtime that was not started: here a callback queued by a service
+    /// listed after it, which can run only once the loops do, stops it.
     func testStoppingTheRuntimeEndsTheGroup() throws {
         let runtime = try Runtime(loops: 1)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [RuntimeService(runtime)], logger: Logger(label: "test")))
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [RuntimeService(runtime), StopWhenRunning(runtime: runtime)], logger: Logger(label: "test")))
         let finished = DispatchSemaphore(value: 0)
         Task {
             try? await group.run()
             finished.signal()
         }
-        XCTAssertTrue(eventually { runtime.isRunning }, "the service started the runtime")
-        runtime.stop()
         XCTAssertEqual(finished.wait(timeout: .now() + hangTimeout), .success)
         XCTAssertThrowsError(try runtime.execute { }, "shut down")
+    }
+}
+
+/// Waits for its runtime to run (the runtime's own callback says so), then stops it.
+struct StopWhenRunning: Service {
+    let runtime: Runtime
+
+    func run() async throws {
+        await runtime.waitUntilStarted()
+        try runtime.execute { runtime.stop() }
+        await runtime.waitUntilStopped()
     }
 }
 

@@ -1,8 +1,17 @@
 import Glibc
 
-/// The runtime's lifecycle for async code: waiting for a stop and shutting down without
+/// The runtime's lifecycle for async code: waiting for a start or a stop and shutting down without
 /// blocking a thread of Swift's cooperative pool (whose few threads every task shares).
 extension Runtime {
+    /// Returns once `start()` has finished and the loops take work, or the runtime stopped
+    /// (or failed to start) first: check `isRunning`. Returns at once if that has happened.
+    /// Any task, any executor.
+    public func waitUntilStarted() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            startedOrStopped.onOpen { continuation.resume() }
+        }
+    }
+
     /// Returns once the runtime is stopping or stopped: `stop()` was called, by anyone, or
     /// `start()` failed. Returns at once if that has happened. It does not wait for the
     /// loops to drain; `shutdownGracefully()` does. Any task, any executor; cancelling the

@@ -34,6 +34,8 @@ public final class Runtime: @unchecked Sendable {
     let handles: HandleTable
     @usableFromInline let state = Atomic<UInt8>(Lifecycle.idle.rawValue)
     let stopped = Latch()
+    /// Opened once `start()` has finished or the runtime stopped (`waitUntilStarted`).
+    let startedOrStopped = Latch()
     private let reportLock = Lock()
     private let joinLock = Lock()  // held while joining; never taken by loop threads
     /// One `ColorExecutor` per color while it is in use.
@@ -132,6 +134,7 @@ public final class Runtime: @unchecked Sendable {
                 for started in loops[..<i] { started.join() }
                 state.store(Lifecycle.stopped.rawValue, ordering: .releasing)
                 stopped.open()
+                startedOrStopped.open()
                 throw error
             }
         }
@@ -147,6 +150,7 @@ public final class Runtime: @unchecked Sendable {
         }
         let running = Lifecycle.running.rawValue | (diagnostics.chains ? Runtime.chainedBit : 0)
         state.store(running, ordering: .releasing)
+        startedOrStopped.open()
     }
 
     /// Runs the loops until `stop()`, then shuts down and returns the report. Starts the
@@ -171,6 +175,7 @@ public final class Runtime: @unchecked Sendable {
                                          ordering: .acquiringAndReleasing).exchanged {
                     pool.close()
                     stopped.open()
+                    startedOrStopped.open()
                     return
                 }
             case .running:
@@ -181,6 +186,7 @@ public final class Runtime: @unchecked Sendable {
                     pool.close()
                     for loop in loops { loop.requestStop() }
                     stopped.open()
+                    startedOrStopped.open()
                     return
                 }
             case .stopping, .stopped:
