@@ -96,8 +96,12 @@ let package = Package(
             dependencies: ["Chroma", "ChromaHTTP", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Examples/HTTPServer"
         ),
-        // chroma-kv's parts (Examples/KV): the RESP2 protocol so far.
-        .target(name: "ChromaKV", dependencies: ["Chroma"], path: "Examples/KV/Library"),
+        // chroma-kv's parts (Examples/KV): protocol, shard stores, durability, the server.
+        .target(
+            name: "ChromaKV",
+            dependencies: ["Chroma", .product(name: "DequeModule", package: "swift-collections")],
+            path: "Examples/KV/Library"
+        ),
         .executableTarget(
             name: "KV",
             dependencies: ["Chroma", "ChromaKV", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -127,7 +131,8 @@ let package = Package(
         ),
         // A loopback client socket for the test targets that talk to a server.
         .target(name: "LoopbackSocket", path: "Tests/LoopbackSocket"),
-        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "LoopbackSocket"]),
+        // KV: the crash and restart tests run the chroma-kv binary as a child.
+        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "LoopbackSocket", "KV"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'
         // own test tools.
         .testTarget(

@@ -31,6 +31,12 @@ final class RESPClient {
         }
     }
 
+    /// Sends one command and waits for its reply.
+    func call(_ words: String...) throws -> RESPReply {
+        send(Self.command(words))
+        return try reply()
+    }
+
     /// True once the server closed the connection.
     func closedByServer() -> Bool { socket.closedByPeer() }
 }

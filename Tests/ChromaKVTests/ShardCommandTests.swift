@@ -8,7 +8,9 @@ final class ShardCommandTests: XCTestCase {
     private var now: Int64 = 1_000_000
 
     /// Runs `words` as one command, as the server would after the table lookup.
-    private func run(_ words: String...) -> RESPReply {
+    private func run(_ words: String...) -> RESPReply { run(words) }
+
+    private func run(_ words: [String]) -> RESPReply {
         let arguments = words.map { Array($0.utf8) }
         switch CommandTable.look(up: arguments) {
         case .failure(let error): return error.reply
@@ -91,5 +93,51 @@ final class ShardCommandTests: XCTestCase {
         XCTAssertEqual(run("LPOP", "a", "1", "2"), .error("ERR wrong number of arguments for 'lpop' command"))
         if case .success = CommandTable.look(up: [Array("MSET".utf8), Array("k".utf8)]) { XCTFail("MSET needs pairs") }
         if case .success = CommandTable.look(up: ["MSET", "k", "v", "k2"].map { Array($0.utf8) }) { XCTFail("MSET needs pairs") }
+    }
+
+    /// Every entry with its deadline, for comparing stores.
+    private func entries(_ store: ShardStore) -> [String: String] {
+        var found: [String: String] = [:]
+        store.forEachEntry { key, value, deadline in
+            found[String(decoding: key, as: UTF8.self)] = "\(value) \(deadline.map(String.init) ?? "-")"
+        }
+        return found
+    }
+
+    func testJournalReplaysToTheSameStore() throws {
+        store.journaling = true
+        var records: [[UInt8]] = []
+        func command(_ words: String...) {
+            _ = run(words)
+            if store.hasJournal { records.append(store.takeJournal()) }
+        }
+        command("SET", "a", "1")
+        command("SET", "t", "x", "PX", "100")
+        command("INCRBY", "a", "41")
+        command("RPUSH", "l", "a", "b", "c")
+        command("LPUSH", "l", "y", "z")
+        command("LPOP", "l", "2")
+        command("RPOP", "l")
+        command("SET", "p", "v", "EX", "100")
+        command("PERSIST", "p")
+        command("EXPIRE", "a", "50")
+        store.remove(Array("p".utf8), now: now)  // DEL runs on the store itself
+        records.append(store.takeJournal())
+        command("SET", "gone", "v", "PX", "5")
+        now += 10
+        command("GET", "gone")  // the lazy expiry is a change too
+        command("RPUSH", "e", "only")
+        command("LPOP", "e")
+        XCTAssertEqual(store.expire(now: now, limit: 10), 0)
+        XCTAssertFalse(store.hasJournal)
+
+        var copy = ShardStore()
+        for record in records {
+            var reader = JournalReader(record, from: Record.headerSize)
+            try copy.replay(&reader)
+        }
+        XCTAssertEqual(entries(copy), entries(store))
+        XCTAssertEqual(copy.liveBytes, store.liveBytes)
+        XCTAssertEqual(entries(store).count, 3, "a, t and l")
     }
 }

@@ -3,9 +3,11 @@
 // on its own color and its replies keep request order across shards. RESP2 as redis-cli
 // and redis-benchmark speak it (see the README for the commands).
 //
-//   chroma-kv --port P [--loops N] [--shards N]
+//   chroma-kv --port P [--loops N] [--shards N] [--dir DIR] [--appendfsync always|everysec|no]
 //
-// Keys live in memory only: the durable log is not built yet. SIGINT or SIGTERM stops it.
+// With --dir, every change goes to an append-only log in DIR through the blocking pool, and
+// a start loads DIR back; without it, keys live in memory only. SIGINT or SIGTERM stops it
+// (the log is synced first).
 import ArgumentParser
 import Chroma
 import ChromaKV
@@ -29,7 +31,14 @@ struct ChromaKVServer: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Shards, each a color of its own, at least 1. (default: 16 per loop)", valueName: "n"))
     var shards: Int?
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("Data directory for the append-only log and snapshots (created if missing). Without it, keys live in memory only.", valueName: "path"))
+    var dir: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("When the log reaches the disk: always (each write acknowledged once on disk), everysec, or no.", valueName: "mode"))
+    var appendfsync: String = "everysec"
+
     func validate() throws {
+        guard AppendFsync(rawValue: appendfsync) != nil else { throw ValidationError("--appendfsync must be always, everysec or no, not \(appendfsync)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, not \(port)") }
         if let loops, loops < 1 { throw ValidationError("--loops must be at least 1, not \(loops)") }
         if let shards, shards < 1 { throw ValidationError("--shards must be at least 1, not \(shards)") }
@@ -39,13 +48,23 @@ struct ChromaKVServer: ParsableCommand {
         let loops = self.loops ?? Runtime.onlineCPUCount
         let runtime = try Runtime(loops: loops)
         try runtime.start()
-        let server = try KVServer(runtime: runtime, shardCount: shards)
+        let storage = dir.map { KVStorage(directory: $0, fsync: AppendFsync(rawValue: appendfsync)!) }
+        let server: KVServer
+        do {
+            server = try KVServer(runtime: runtime, shardCount: shards, storage: storage)
+        } catch let error as KVStorageError {
+            runtime.stop()
+            _ = try? runtime.run()
+            throw ValidationError(error.description)
+        }
         let listener = try server.listen(port: UInt16(port))
         try runtime.onSignal(SIGINT) { runtime.stop() }
         try runtime.onSignal(SIGTERM) { runtime.stop() }
-        print("chroma-kv listening on port \(listener.port) with \(loops) loop(s), \(server.shardCount) shards")
+        let keeping = dir.map { "\(server.recovery.keys) keys loaded from \($0), appendfsync \(appendfsync)" } ?? "in memory only"
+        print("chroma-kv listening on port \(listener.port) with \(loops) loop(s), \(server.shardCount) shards, \(keeping)")
         fflush(nil)  // the listening line must reach a pipe before any client connects
         try runtime.run()
+        try server.close()
     }
 }
 

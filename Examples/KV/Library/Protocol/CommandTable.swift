@@ -27,6 +27,12 @@ public enum CommandTable {
         "dbsize": (1, .everyShard), "flushall": (-1, .everyShard),
     ]
 
+    /// The commands that change keys: refused once the log has failed.
+    static let writes: Set<String> = [
+        "set", "incr", "decr", "incrby", "decrby", "expire", "pexpire", "persist",
+        "lpush", "rpush", "lpop", "rpop", "del", "mset", "flushall",
+    ]
+
     /// The command's lower-case name and kind, or Redis's error for an unknown command or a
     /// wrong number of arguments.
     public static func look(up arguments: [[UInt8]]) -> Result<(name: String, kind: Kind), RESPCommandError> {

@@ -60,26 +60,9 @@ public enum ShardCommands {
             _ = store.setDeadline(key, nil, now: now)
             return .integer(1)
         case "lpush", "rpush":
-            var list: [[UInt8]]
-            switch store.value(key, now: now) {
-            case nil: list = []
-            case .list(let items)?: list = items
-            case .string?: return wrongType
-            }
-            // Dropped from the store while it changes, so the array is not copied.
-            store.set(key, .list([]), keepingExpiry: true)
-            if name == "rpush" {
-                list.append(contentsOf: arguments[2...])
-            } else {
-                list.insert(contentsOf: arguments[2...].reversed(), at: 0)
-            }
-            store.set(key, .list(list), keepingExpiry: true)
-            return .integer(list.count)
+            guard let length = store.push(key, arguments[2...], front: name == "lpush", now: now) else { return wrongType }
+            return .integer(length)
         case "lpop", "rpop":
-            guard case .list(var list)? = store.value(key, now: now) else {
-                if case .string? = store.value(key, now: now) { return wrongType }
-                return .null
-            }
             var count: Int?
             if arguments.count == 3 {
                 guard let n = RESPParser.integer(arguments[2]), n >= 0 else {
@@ -87,12 +70,13 @@ public enum ShardCommands {
                 }
                 count = n
             }
-            let n = min(count ?? 1, list.count)
-            let taken = name == "lpop" ? Array(list.prefix(n)) : Array(list.suffix(n).reversed())
-            if name == "lpop" { list.removeFirst(n) } else { list.removeLast(n) }
-            if list.isEmpty { store.remove(key, now: now) } else { store.set(key, .list(list), keepingExpiry: true) }
-            if count == nil { return .bulk(taken.first) }
-            return .array(taken.map { .bulk($0) })
+            switch store.pop(key, count: count ?? 1, front: name == "lpop", now: now) {
+            case nil: return count == nil ? .null : .array(nil)
+            case .failure?: return wrongType
+            case .success(let taken)?:
+                if count == nil { return .bulk(taken.first) }
+                return .array(taken.map { .bulk($0) })
+            }
         case "lrange":
             guard let start = RESPParser.integer(arguments[2]), let stop = RESPParser.integer(arguments[3]) else { return notInteger }
             switch store.value(key, now: now) {

@@ -50,13 +50,17 @@ final class KVSession: @unchecked Sendable {
         case .success(let found):
             (name, kind) = found
         }
+        if CommandTable.writes.contains(name) && server.refusesWrites {
+            answer(KVServer.logFailed, to: sequence)
+            return
+        }
         switch kind {
         case .connection:
             answer(connectionCommand(request, name: name, sequence: sequence), to: sequence)
         case .singleKey:
             let shard = server.shard(for: request[1])
             onShard(shard, sequence: sequence) { store in
-                ShardCommands.run(request, name: name, store: &store, now: KVServer.now())
+                ShardCommands.run(request, name: name, store: &store, now: KVClock.now())
             }
         case .multiKey:
             multiKey(request, name: name, sequence: sequence)
@@ -67,7 +71,7 @@ final class KVSession: @unchecked Sendable {
                     store.removeAll()
                     return [.ok]
                 }
-                _ = store.expire(now: KVServer.now(), limit: .max)
+                _ = store.expire(now: KVClock.now(), limit: .max)
                 return [.integer(store.count)]
             }, combine: { parts in
                 flush ? .ok : .integer(parts.reduce(0) { sum, part in
@@ -84,7 +88,9 @@ final class KVSession: @unchecked Sendable {
         do {
             try runtime.execute(on: shard.color) { [self] in
                 let reply = body(&shard.store)
-                try? runtime.execute(on: color) { self.answer(reply, to: sequence) }
+                server.settle(shard) { durable in
+                    try? runtime.execute(on: color) { self.answer(durable ? reply : KVServer.logFailed, to: sequence) }
+                }
             }
         } catch {
             answer(.error("ERR server is shutting down"), to: sequence)
@@ -105,7 +111,7 @@ final class KVSession: @unchecked Sendable {
         }
         let keyCount = (request.count - 1) / stride
         gather(order.map { byShard[$0]! }, sequence: sequence, run: { store, indexes in
-            let now = KVServer.now()
+            let now = KVClock.now()
             return indexes.map { index -> RESPReply in
                 switch name {
                 case "mget":
@@ -145,7 +151,9 @@ final class KVSession: @unchecked Sendable {
         for (position, (shard, items)) in parts.enumerated() {
             do {
                 try runtime.execute(on: shard.color) { [self] in
-                    let replies = run(&shard.store, items)
+                    let stored = run(&shard.store, items)
+                    server.settle(shard) { durable in
+                    let replies = durable ? stored : stored.map { _ in KVServer.logFailed }
                     try? runtime.execute(on: color) {
                         // On the connection's color: the gathering is only touched here.
                         if let slotOf {
@@ -154,7 +162,11 @@ final class KVSession: @unchecked Sendable {
                             gathering.replies[position] = replies[0]
                         }
                         gathering.left -= 1
-                        if gathering.left == 0 { self.answer(combine(gathering.replies), to: sequence) }
+                        if gathering.left == 0 {
+                            let failed = gathering.replies.contains(KVServer.logFailed)
+                            self.answer(failed ? KVServer.logFailed : combine(gathering.replies), to: sequence)
+                        }
+                    }
                     }
                 }
             } catch {

@@ -1,0 +1,151 @@
+import Chroma
+@testable import ChromaKV
+import Foundation
+import Synchronization
+import XCTest
+
+/// The chroma-kv binary, killed with SIGKILL in the middle of a write flood from clients
+/// that record every acknowledged SET, then started again on the same directory.
+final class CrashTests: XCTestCase {
+    private var directory = ""
+
+    override func setUpWithError() throws {
+        directory = try KVTestDirectory.make()
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// What one writer saw: per key, the last value acknowledged (with when), and the one
+    /// sent and never answered (the server died first).
+    private struct Writer {
+        var acknowledged: [String: (value: Int, at: Double)] = [:]
+        var unanswered: (key: String, value: Int)?
+    }
+
+    /// Floods a child server on `fsync` from `writers` clients (each SET waits for its
+    /// answer), kills it once `acknowledgements` SETs were answered, and returns what the
+    /// writers saw and when the kill came.
+    private func floodAndKill(_ fsync: AppendFsync, writers: Int, acknowledgements: Int) throws -> ([Writer], Double) {
+        let child = try KVChild(directory: directory, fsync: fsync)
+        let answered = Atomic<Int>(0)
+        let killed = Atomic<Bool>(false)
+        let reached = DispatchSemaphore(value: 0)
+        let results = Mutex([Writer](repeating: Writer(), count: writers))
+        let group = DispatchGroup()
+        for writer in 0..<writers {
+            DispatchQueue.global().async(group: group) {
+                var seen = Writer()
+                defer { results.withLock { $0[writer] = seen } }
+                guard let client = try? RESPClient(port: child.port) else { return }
+                var value = 0
+                while !killed.load(ordering: .relaxed) {
+                    value += 1
+                    let key = "w\(writer):\(value % 64)"
+                    seen.unanswered = (key, value)
+                    client.send(RESPClient.command("SET", key, "\(value)"))
+                    guard case .simple("OK")? = try? client.reply() else { return }
+                    seen.acknowledged[key] = (value, KVChild.now())
+                    seen.unanswered = nil
+                    if answered.add(1, ordering: .relaxed).newValue == acknowledgements { reached.signal() }
+                }
+            }
+        }
+        XCTAssertEqual(reached.wait(timeout: .now() + 60), .success, "the flood reached \(acknowledgements) answers")
+        let killedAt = KVChild.now()
+        child.kill()
+        killed.store(true, ordering: .relaxed)
+        XCTAssertEqual(group.wait(timeout: .now() + 30), .success, "writers stop once the server is gone")
+        return (results.withLock { $0 }, killedAt)
+    }
+
+    /// The values a restarted server holds for `keys`.
+    private func recovered(_ keys: [String]) throws -> [String: Int] {
+        let runtime = try Runtime(loops: 2)
+        try runtime.start()
+        defer { _ = try? runtime.shutdown() }
+        let server = try KVServer(runtime: runtime, storage: KVStorage(directory: directory))
+        let client = try RESPClient(port: try server.listen(host: "127.0.0.1", port: 0).port)
+        var values: [String: Int] = [:]
+        for key in keys {
+            if case .bulk(let bytes?) = try client.call("GET", key) { values[key] = Int(String(decoding: bytes, as: UTF8.self)) }
+        }
+        return values
+    }
+
+    func testAlwaysLosesNoAcknowledgedWrite() throws {
+        let (writers, _) = try floodAndKill(.always, writers: 8, acknowledgements: KVTestDirectory.underTSan ? 800 : 4000)
+        let keys = writers.flatMap { $0.acknowledged.keys }
+        let values = try recovered(keys)
+        var lost = 0
+        for writer in writers {
+            for (key, (value, _)) in writer.acknowledged {
+                // The one SET in flight may have landed too: then the key holds that value.
+                let inFlight = writer.unanswered?.key == key ? writer.unanswered?.value : nil
+                if values[key] != value && values[key] != inFlight { lost += 1 }
+            }
+        }
+        XCTAssertEqual(lost, 0, "acknowledged SETs lost with appendfsync always, of \(keys.count) keys")
+    }
+
+    func testEverysecLosesAtMostAboutOneSecond() throws {
+        let (writers, killedAt) = try floodAndKill(.everysec, writers: 8, acknowledgements: KVTestDirectory.underTSan ? 800 : 4000)
+        let values = try recovered(writers.flatMap { $0.acknowledged.keys })
+        for writer in writers {
+            for (key, (value, at)) in writer.acknowledged {
+                let found = values[key] ?? 0
+                // Values only grow per key, so an older value means the newer one was lost.
+                if found < value {
+                    XCTAssertGreaterThan(at, killedAt - 1.5, "\(key)=\(value), acknowledged \(killedAt - at) s before the kill, was lost")
+                }
+            }
+        }
+    }
+}
+
+/// The chroma-kv binary (built beside this test bundle) run as a child on a data directory.
+final class KVChild: @unchecked Sendable {
+    // Safe to share: set in init, then only read; `process` is used by one thread at a time.
+    let port: UInt16
+    private let process: Process
+
+    init(directory: String, fsync: AppendFsync) throws {
+        // The test bundle runs as an executable (argv[0]) in the build folder.
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("chroma-kv")
+        process = Process()
+        process.executableURL = binary
+        process.arguments = ["--port", "0", "--loops", "2", "--dir", directory, "--appendfsync", fsync.rawValue]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        // The one line it prints once listening: "chroma-kv listening on port P with …".
+        var line = Data()
+        while !line.contains(10) {
+            let chunk = output.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw KVTestDirectory.Failure("chroma-kv exited before listening") }
+            line.append(chunk)
+        }
+        let words = String(decoding: line, as: UTF8.self).split(separator: " ")
+        guard let at = words.firstIndex(of: "port"), at + 1 < words.count, let port = UInt16(words[at + 1]) else {
+            throw KVTestDirectory.Failure("no port in: \(String(decoding: line, as: UTF8.self))")
+        }
+        self.port = port
+    }
+
+    /// SIGKILL, then waits for the child to be gone.
+    func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning { kill() }
+    }
+
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+}
