@@ -29,6 +29,7 @@ examples: setup
 	$(SWIFT) build -c release --product chroma-copy-async
 	$(SWIFT) build -c release --product chroma-echo
 	$(SWIFT) build -c release --product chroma-httpd
+	$(SWIFT) build -c release --product chroma-kv
 
 # Peers: the raw-C libevent programs the dispatch, echo and http tables compare against, and
 # the SwiftNIO package (nio-hop for the hop table, nio-http and the Hummingbird 2 hb-http for
@@ -50,29 +51,33 @@ peers: setup
 	@echo "building the SwiftNIO peers (nio-hop, nio-http, hb-http in $(NIO_DIR))"
 	@cd $(NIO_DIR) && $(SWIFT) build -c release >/dev/null 2>&1 || echo "SwiftNIO peers not built; the hop and http tables will skip their NIO rows"
 
-# wrk and nginx for the http table, installed only when missing. Never fails the bench: the
-# http table skips the peers it cannot find.
+# wrk and nginx for the http table, redis-server and redis-benchmark for the kv table,
+# installed only when missing. Never fails the bench: a table skips the peers it cannot find.
 bench-tools:
 	@missing=""; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } \
-			|| echo "could not install$$missing; the http table will skip the peers that need it"; \
+			|| echo "could not install$$missing; the http and kv tables will skip the peers that need it"; \
 	fi
 
-# The default suite: release build, then the dispatch, disk, hop, echo, http and steal tables.
+# The default suite: release build, then the dispatch, disk, hop, echo, http, steal and kv tables.
 bench: setup peers bench-tools
 	$(SWIFT) build -c release --product chroma-bench
 	$(SWIFT) build -c release --product chroma-httpd
+	$(SWIFT) build -c release --product chroma-kv
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench dispatch --c-peer $(PEER_DIR)/c-dispatch
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench disk --node-peer Benchmarks/peers/node/disk.js
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench hop --nio-peer $(NIO_HOP)
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench echo --c-peer $(PEER_DIR)/c-echo
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench http --c-peer $(PEER_DIR)/c-httpd --nio-peer $(NIO_HTTP) --hb-peer $(HB_HTTP) --nginx-conf Benchmarks/peers/nginx/nginx.conf
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench steal
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench kv
 
 clean:
 	rm -rf .build .build-tsan $(NIO_DIR)/.build

@@ -595,7 +595,7 @@ struct HTTPBenchDir {
 }
 
 /// Deletes `path` and everything under it (without following symlinks).
-private func removeTree(_ path: String) {
+func removeTree(_ path: String) {
     var info = stat()
     guard lstat(path, &info) == 0 else { return }
     guard info.st_mode & S_IFMT == S_IFDIR else {
@@ -614,7 +614,7 @@ private func removeTree(_ path: String) {
     rmdir(path)
 }
 
-private func readWholeFile(_ path: String) -> String? {
+func readWholeFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -644,12 +644,12 @@ private func writeWholeFile(_ path: String, _ text: String) -> Bool {
 }
 
 /// The last non-empty line of a (log) file, if any.
-private func lastLine(of path: String) -> String? {
+func lastLine(of path: String) -> String? {
     readWholeFile(path)?.split(separator: "\n").last.map { String($0).trimmingSpaces() }
 }
 
 /// `name` in the directory of the running executable (/proc/self/exe).
-private func siblingExecutable(_ name: String) -> String {
+func siblingExecutable(_ name: String) -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     guard n > 0 else { return name }
@@ -673,7 +673,7 @@ private func raiseOpenFileLimit() -> Int {
 }
 
 /// A line on stderr (kept off stdout, which holds only the table or the JSON).
-private func note(_ text: String) {
+func note(_ text: String) {
     endProgress()
     var line = text + "\n"
     line.withUTF8 { buffer in _ = write(STDERR_FILENO, buffer.baseAddress, buffer.count) }

@@ -10,6 +10,18 @@ func runPeer(_ path: String, _ arguments: [String]) -> Double? {
 /// peers print `name value` pairs (`ops_per_s 123 p50_us 4.5 …`), on one line or several.
 /// Nil when it could not run or printed no `ops_per_s`.
 func runPeerFields(_ path: String, _ arguments: [String]) -> [String: Double]? {
+    guard let (status, output) = runCapturing(path, arguments), status == 0 else { return nil }
+    let words = output.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    var fields: [String: Double] = [:]
+    var i = 0
+    while i + 1 < words.count {
+        if let value = Double(words[i + 1]) { fields[String(words[i])] = value; i += 2 } else { i += 1 }
+    }
+    return fields["ops_per_s"] == nil ? nil : fields
+}
+
+/// Runs `path` to its end; its exit status and stdout, or nil if it could not start.
+func runCapturing(_ path: String, _ arguments: [String]) -> (status: Int32, output: String)? {
     guard let (pid, stdout) = spawnWithPipe(path, arguments) else { return nil }
     var output: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
@@ -21,14 +33,7 @@ func runPeerFields(_ path: String, _ arguments: [String]) -> [String: Double]? {
     close(stdout)
     var status: Int32 = 0
     waitpid(pid, &status, 0)
-    guard status == 0 else { return nil }
-    let words = String(decoding: output, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" })
-    var fields: [String: Double] = [:]
-    var i = 0
-    while i + 1 < words.count {
-        if let value = Double(words[i + 1]) { fields[String(words[i])] = value; i += 2 } else { i += 1 }
-    }
-    return fields["ops_per_s"] == nil ? nil : fields
+    return (status, String(decoding: output, as: UTF8.self))
 }
 
 /// True when an executable named `name` is on PATH.

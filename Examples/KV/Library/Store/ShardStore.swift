@@ -67,12 +67,10 @@ public struct ShardStore: Sendable {
     /// LPUSH does, or at the back; the new length, or nil if `key` holds a string.
     public mutating func push<Items: Collection>(_ key: [UInt8], _ items: Items, front: Bool, now: Int64) -> Int? where Items.Element == [UInt8] {
         var list: Deque<[UInt8]>
-        switch value(key, now: now) {
-        case .string?: return nil
-        case .list(let existing)?:
-            list = existing
-            values[key] = .list([])  // so that `list` is the only reference and is not copied
-        case nil:
+        switch takeList(key, now: now) {
+        case .failure: return nil
+        case .success(let existing?): list = existing
+        case .success(nil):
             list = []
             liveBytes += key.count + Self.entryCost
         }
@@ -92,9 +90,12 @@ public struct ShardStore: Sendable {
     /// the order removed; removes the key once its list is empty. Nil for a missing key;
     /// `.failure` if `key` holds a string.
     public mutating func pop(_ key: [UInt8], count: Int, front: Bool, now: Int64) -> Result<[[UInt8]], WrongKind>? {
-        guard let current = value(key, now: now) else { return nil }
-        guard case .list(var list) = current else { return .failure(WrongKind()) }
-        values[key] = .list([])
+        var list: Deque<[UInt8]>
+        switch takeList(key, now: now) {
+        case .failure: return .failure(WrongKind())
+        case .success(nil): return nil
+        case .success(let existing?): list = existing
+        }
         var taken: [[UInt8]] = []
         taken.reserveCapacity(min(count, list.count))
         while taken.count < count, let item = front ? list.popFirst() : list.popLast() {
@@ -102,7 +103,8 @@ public struct ShardStore: Sendable {
             liveBytes -= item.count + 8
         }
         if list.isEmpty {
-            drop(key)
+            liveBytes -= key.count + Self.entryCost
+            deadlines[key] = nil
         } else {
             values[key] = .list(list)
         }
@@ -111,6 +113,19 @@ public struct ShardStore: Sendable {
             journal.integer(UInt32(taken.count))
         }
         return .success(taken)
+    }
+
+    /// The live list at `key`, taken out of the table so that the caller holds the only
+    /// reference and changes it without a copy (it must put it back, or account for its
+    /// removal); nil if missing; `.failure` (left in place) if `key` holds a string.
+    private mutating func takeList(_ key: [UInt8], now: Int64) -> Result<Deque<[UInt8]>?, WrongKind> {
+        switch value(key, now: now) {
+        case nil: return .success(nil)
+        case .string?: return .failure(WrongKind())
+        case .list?:
+            guard case .list(let list)? = values.removeValue(forKey: key) else { preconditionFailure("the list was just found") }
+            return .success(list)
+        }
     }
 
     /// A list command met a string.
