@@ -30,7 +30,7 @@ struct KVCommand: ParsableCommand {
     @Option(help: "Pipeline depths (-P), comma-separated.")
     var pipelines: String = "1,16"
 
-    @Option(help: "Configurations, comma-separated: memory, always, everysec, no.")
+    @Option(help: "Configurations, comma-separated: memory, always, everysec, no, and memory-queued (chroma-kv with --inline off: every command a job, even for a shard on the connection's loop; against Redis in memory).")
     var modes: String = "memory,always,everysec,no"
 
     @Option(help: "Rounds; each runs both servers on every configuration; medians are reported.")
@@ -51,8 +51,8 @@ struct KVCommand: ParsableCommand {
         guard loops >= 1, requests >= 1, keyspace >= 1, clients >= 1, rounds >= 1, !depths.isEmpty, depths.allSatisfy({ $0 >= 1 }) else {
             throw ValidationError("--loops, --requests, --keyspace, --clients, --rounds and --pipelines must be positive")
         }
-        for mode in configurations where !["memory", "always", "everysec", "no"].contains(mode) {
-            throw ValidationError("unknown configuration \(mode); use memory, always, everysec, no")
+        for mode in configurations where !["memory", "always", "everysec", "no", "memory-queued"].contains(mode) {
+            throw ValidationError("unknown configuration \(mode); use memory, always, everysec, no, memory-queued")
         }
         let machine = Machine.current()
         var report = Report(scenario: "kv", machine: machine)
@@ -167,7 +167,9 @@ struct KVCommand: ParsableCommand {
         if server == "redis" {
             path = redis
             arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", data, "--daemonize", "no"]
-            arguments += mode == "memory" ? ["--appendonly", "no"] : ["--appendonly", "yes", "--appendfsync", mode]
+            arguments += mode.hasPrefix("memory") ? ["--appendonly", "no"] : ["--appendonly", "yes", "--appendfsync", mode]
+        } else if mode == "memory-queued" {
+            arguments += ["--inline", "off"]
         } else if mode != "memory" {
             arguments += ["--dir", data, "--appendfsync", mode]
         }

@@ -14,9 +14,9 @@ final class ShardCommandTests: XCTestCase {
         let arguments = words.map { Array($0.utf8) }
         switch CommandTable.look(up: arguments) {
         case .failure(let error): return error.reply
-        case .success(let (name, kind)):
-            XCTAssertEqual(kind, .singleKey, name)
-            return ShardCommands.run(arguments, name: name, store: &store, now: now)
+        case .success(let (command, kind)):
+            XCTAssertEqual(kind, .singleKey, command.name)
+            return ShardCommands.run(arguments, command: command, store: &store, now: now)
         }
     }
 
@@ -88,6 +88,7 @@ final class ShardCommandTests: XCTestCase {
 
     func testUnknownCommandsAndArityGetRedisErrors() {
         XCTAssertEqual(run("FOO", "a", "b"), .error("ERR unknown command 'FOO', with args beginning with: 'a' 'b' "))
+        XCTAssertEqual(run("get\u{0}", "k"), .error("ERR unknown command 'get\u{0}', with args beginning with: 'k' "), "names are matched whole")
         XCTAssertEqual(run("GET"), .error("ERR wrong number of arguments for 'get' command"))
         XCTAssertEqual(run("GET", "a", "b"), .error("ERR wrong number of arguments for 'get' command"))
         XCTAssertEqual(run("LPOP", "a", "1", "2"), .error("ERR wrong number of arguments for 'lpop' command"))

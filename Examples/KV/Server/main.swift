@@ -3,7 +3,7 @@
 // on its own color and its replies keep request order across shards. RESP2 as redis-cli
 // and redis-benchmark speak it (see the README for the commands).
 //
-//   chroma-kv --port P [--loops N] [--shards N] [--dir DIR] [--appendfsync always|everysec|no]
+//   chroma-kv --port P [--loops N] [--shards N] [--dir DIR] [--appendfsync always|everysec|no] [--inline on|off]
 //
 // With --dir, every change goes to an append-only log in DIR through the blocking pool, and
 // a start loads DIR back; without it, keys live in memory only. SIGINT or SIGTERM stops it
@@ -37,7 +37,11 @@ struct ChromaKVServer: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("When the log reaches the disk: always (each write acknowledged once on disk), everysec, or no.", valueName: "mode"))
     var appendfsync: String = "everysec"
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("on: a command for a shard on the connection's own loop, with nothing queued for it, runs at once; off: every command is a job (for comparison).", valueName: "on|off"))
+    var inline: String = "on"
+
     func validate() throws {
+        guard inline == "on" || inline == "off" else { throw ValidationError("--inline must be on or off, not \(inline)") }
         guard AppendFsync(rawValue: appendfsync) != nil else { throw ValidationError("--appendfsync must be always, everysec or no, not \(appendfsync)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, not \(port)") }
         if let loops, loops < 1 { throw ValidationError("--loops must be at least 1, not \(loops)") }
@@ -51,7 +55,7 @@ struct ChromaKVServer: ParsableCommand {
         let storage = dir.map { KVStorage(directory: $0, fsync: AppendFsync(rawValue: appendfsync)!) }
         let server: KVServer
         do {
-            server = try KVServer(runtime: runtime, shardCount: shards, storage: storage)
+            server = try KVServer(runtime: runtime, shardCount: shards, storage: storage, runsHere: inline == "on")
         } catch let error as KVStorageError {
             runtime.stop()
             _ = try? runtime.run()

@@ -26,6 +26,8 @@ struct LoopCore {
         @usableFromInline var wakeupActive = false
         /// How the loop runs Swift executor jobs (`Callback.run(job:)`).
         let executorJobs: Callback.ExecutorJobs
+        /// True while a `Runtime.runHere` body runs on this loop (they do not nest).
+        @usableFromInline var runningHere = false
     }
 
     /// `holeColor`: the loop's own color, which the mailbox gives its holes.

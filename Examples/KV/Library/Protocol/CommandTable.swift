@@ -1,3 +1,15 @@
+/// A command chroma-kv knows, by its lower-case name.
+public enum Command: String, Sendable, CaseIterable {
+    case ping, echo, info, config, command, quit
+    case get, set, incr, decr, incrby, decrby, expire, pexpire, ttl, pttl, persist
+    case lpush, rpush, lpop, rpop, lrange
+    case del, exists, mget, mset
+    case dbsize, flushall
+
+    /// The lower-case name, as Redis's error texts show it.
+    public var name: String { rawValue }
+}
+
 /// The commands chroma-kv knows: how many arguments each takes and where it runs.
 public enum CommandTable {
     /// Where a command runs.
@@ -15,43 +27,68 @@ public enum CommandTable {
 
     /// Arity as Redis states it: n means exactly n arguments (the name included), -n at
     /// least n.
-    static let commands: [String: (arity: Int, kind: Kind)] = [
-        "ping": (-1, .connection), "echo": (2, .connection), "info": (-1, .connection),
-        "config": (-2, .connection), "command": (-1, .connection), "quit": (-1, .connection),
-        "get": (2, .singleKey), "set": (-3, .singleKey), "incr": (2, .singleKey), "decr": (2, .singleKey),
-        "incrby": (3, .singleKey), "decrby": (3, .singleKey), "expire": (3, .singleKey), "pexpire": (3, .singleKey),
-        "ttl": (2, .singleKey), "pttl": (2, .singleKey), "persist": (2, .singleKey),
-        "lpush": (-3, .singleKey), "rpush": (-3, .singleKey), "lpop": (-2, .singleKey), "rpop": (-2, .singleKey),
-        "lrange": (4, .singleKey),
-        "del": (-2, .multiKey), "exists": (-2, .multiKey), "mget": (-2, .multiKey), "mset": (-3, .multiKey),
-        "dbsize": (1, .everyShard), "flushall": (-1, .everyShard),
-    ]
+    static func arity(_ command: Command) -> Int {
+        switch command {
+        case .ping, .info, .command, .quit, .flushall: return -1
+        case .config, .lpop, .rpop, .del, .exists, .mget: return -2
+        case .set, .lpush, .rpush, .mset: return -3
+        case .echo, .get, .incr, .decr, .ttl, .pttl, .persist: return 2
+        case .incrby, .decrby, .expire, .pexpire: return 3
+        case .lrange: return 4
+        case .dbsize: return 1
+        }
+    }
 
-    /// The commands that change keys: refused once the log has failed.
-    static let writes: Set<String> = [
-        "set", "incr", "decr", "incrby", "decrby", "expire", "pexpire", "persist",
-        "lpush", "rpush", "lpop", "rpop", "del", "mset", "flushall",
-    ]
+    static func kind(_ command: Command) -> Kind {
+        switch command {
+        case .ping, .echo, .info, .config, .command, .quit: return .connection
+        case .del, .exists, .mget, .mset: return .multiKey
+        case .dbsize, .flushall: return .everyShard
+        default: return .singleKey
+        }
+    }
 
-    /// The command's lower-case name and kind, or Redis's error for an unknown command or a
-    /// wrong number of arguments.
-    public static func look(up arguments: [[UInt8]]) -> Result<(name: String, kind: Kind), RESPCommandError> {
-        let sent = String(decoding: arguments[0], as: UTF8.self)
-        let name = sent.lowercased()
-        guard let (arity, kind) = commands[name] else {
+    /// True for the commands that change keys: refused once the log has failed.
+    static func writes(_ command: Command) -> Bool {
+        switch command {
+        case .set, .incr, .decr, .incrby, .decrby, .expire, .pexpire, .persist,
+             .lpush, .rpush, .lpop, .rpop, .del, .mset, .flushall: return true
+        default: return false
+        }
+    }
+
+    /// Every name, its bytes lower-cased and packed into one word (all are 8 bytes or
+    /// fewer), so a lookup builds no string.
+    private static let byWord: [UInt64: Command] = Dictionary(uniqueKeysWithValues: Command.allCases.map { (word(Array($0.rawValue.utf8))!, $0) })
+
+    /// The name's bytes, lower-cased, packed little-endian; nil if longer than 8 bytes.
+    private static func word(_ name: [UInt8]) -> UInt64? {
+        guard name.count <= 8 else { return nil }
+        var word: UInt64 = 0
+        for (i, byte) in name.enumerated() {
+            let lower = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
+            word |= UInt64(lower) << (8 * UInt64(i))
+        }
+        return word
+    }
+
+    /// The command and its kind, or Redis's error for an unknown command or a wrong number
+    /// of arguments.
+    public static func look(up arguments: [[UInt8]]) -> Result<(command: Command, kind: Kind), RESPCommandError> {
+        guard let word = word(arguments[0]), let command = byWord[word], command.rawValue.utf8.count == arguments[0].count else {
+            let sent = String(decoding: arguments[0].prefix(128), as: UTF8.self)
             let shown = arguments.dropFirst().prefix(20).map { "'\(String(decoding: $0.prefix(128), as: UTF8.self))' " }.joined()
-            return .failure(RESPCommandError(reply: .error("ERR unknown command '\(sent.prefix(128))', with args beginning with: \(shown)")))
+            return .failure(RESPCommandError(reply: .error("ERR unknown command '\(sent)', with args beginning with: \(shown)")))
         }
+        let arity = arity(command)
         let fits = arity > 0 ? arguments.count == arity : arguments.count >= -arity
-        let pairs = name != "mset" || arguments.count % 2 == 1
-        guard fits && pairs else {
-            return .failure(RESPCommandError(reply: .error("ERR wrong number of arguments for '\(name)' command")))
-        }
+        let pairs = command != .mset || arguments.count % 2 == 1
         // LPOP and RPOP take at most a count.
-        if (name == "lpop" || name == "rpop") && arguments.count > 3 {
-            return .failure(RESPCommandError(reply: .error("ERR wrong number of arguments for '\(name)' command")))
+        let bounded = (command != .lpop && command != .rpop) || arguments.count <= 3
+        guard fits && pairs && bounded else {
+            return .failure(RESPCommandError(reply: .error("ERR wrong number of arguments for '\(command.name)' command")))
         }
-        return .success((name, kind))
+        return .success((command, kind(command)))
     }
 }
 

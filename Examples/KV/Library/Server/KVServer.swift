@@ -32,16 +32,23 @@ public final class KVServer: Sendable {
     let shards: [Shard]
     let limits: RESPLimits
     let log: AppendLog?
+    /// Whether a command for a shard on the connection's own loop, with nothing queued for
+    /// it, runs at once (`Runtime.runHere`) instead of as a job.
+    let runsHere: Bool
     /// What the start found in the data directory.
     public let recovery: KVRecovery
 
     /// A server with `shardCount` shards (default: what the data directory was written
     /// with, else 16 per loop), each on a fresh color, and a sweep per shard every 100 ms
-    /// that removes expired keys nobody reads. Throws `ChromaError` for a bad argument or
+    /// that removes expired keys nobody reads. `runsHere: false` queues every command as a
+    /// job, even for a shard on the connection's own loop (to measure what the cheap path
+    /// saves). Throws `ChromaError` for a bad argument or
     /// a stopped runtime, `KVStorageError` when the data directory cannot be read or its
     /// files do not fit.
-    public init(runtime: Runtime, shardCount: Int? = nil, limits: RESPLimits = RESPLimits(), storage: KVStorage? = nil) throws {
+    public init(runtime: Runtime, shardCount: Int? = nil, limits: RESPLimits = RESPLimits(), storage: KVStorage? = nil,
+                runsHere: Bool = true) throws {
         self.runtime = runtime
+        self.runsHere = runsHere
         self.limits = limits
         var found: Int?
         if let storage { found = try DataDirectory.shardCount(in: storage.directory) }
@@ -73,7 +80,7 @@ public final class KVServer: Sendable {
         }
         for shard in shards {
             try runtime.schedule(after: .milliseconds(100), repeating: .milliseconds(100), on: shard.color) { [self] in
-                if shard.store.expire(now: KVClock.now(), limit: 64) > 0 { settle(shard) { _ in } }
+                if shard.store.expire(now: KVClock.now(), limit: 64) > 0 { _ = record(shard) }
             }
         }
     }
@@ -109,12 +116,12 @@ public final class KVServer: Sendable {
     /// The answer to a write the log could not take (Redis's text for a failed AOF write).
     static let logFailed = RESPReply.error("MISCONF Errors writing to the AOF file; the server refuses writes")
 
-    /// After a command changed `shard`'s store: appends its record to the log, then calls
-    /// `deliver` when the reply may go: at once, or with `always` once everything the shard
-    /// logged so far is on disk (reads too, so no client sees a value a crash could lose).
-    /// `deliver(false)`: the log failed. On the shard's color.
-    func settle(_ shard: Shard, _ deliver: @escaping @Sendable (Bool) -> Void) {
-        guard let log else { return deliver(true) }
+    /// After a command ran on `shard`: appends what it changed to the log, and returns the
+    /// ticket the reply must wait for (`whenDurable`), or nil if it may go at once. With
+    /// `always` a reply waits until everything the shard logged so far is on disk (reads
+    /// too, so no client sees a value a crash could lose). On the shard's color.
+    func record(_ shard: Shard) -> Int? {
+        guard let log else { return nil }
         if shard.store.hasJournal {
             shard.sequence += 1
             var record = shard.store.takeJournal()
@@ -122,7 +129,15 @@ public final class KVServer: Sendable {
             shard.lastTicket = log.append(record)
             shard.liveBytes.store(shard.store.liveBytes, ordering: .relaxed)
         }
-        if log.waitsForDisk { log.whenDurable(shard.lastTicket, deliver) } else { deliver(true) }
+        guard log.waitsForDisk, log.durable.load(ordering: .acquiring) < shard.lastTicket else { return nil }
+        return shard.lastTicket
+    }
+
+    /// Calls `deliver` once the log is on disk up to `ticket` (`true`), or has failed
+    /// (`false`). Any thread; `deliver` may run on a pool worker.
+    func whenDurable(_ ticket: Int, _ deliver: @escaping @Sendable (Bool) -> Void) {
+        guard let log else { return deliver(true) }
+        log.whenDurable(ticket, deliver)
     }
 }
 
@@ -148,6 +163,9 @@ final class Shard: @unchecked Sendable {
     var lastTicket = 0
     /// `store.liveBytes` as of the last record, for the log's compaction check.
     let liveBytes = Atomic<Int>(0)
+    /// Jobs of this server's queued for `color` and not yet started: while any is, a
+    /// command must queue behind it rather than run at once (`KVSession.visit`).
+    let queued = Atomic<Int>(0)
 
     init(index: Int, color: Color) {
         self.index = index

@@ -14,6 +14,10 @@ final class KVSession: @unchecked Sendable {
     private var early: [Int: RESPReply] = [:]
     /// Set by QUIT or a protocol error: the request after which the connection closes.
     private var closeAfter: Int?
+    /// Answers encoded and not yet written (see `flushIfDone`).
+    private var output: [UInt8] = []
+    /// True while `received` dispatches what it read: answers found at once wait for the rest.
+    private var parsing = false
 
     init(server: KVServer, connection: Connection) {
         self.server = server
@@ -24,6 +28,11 @@ final class KVSession: @unchecked Sendable {
     /// Input arrived: every complete request is dispatched, in order.
     func received(_ bytes: [UInt8]) {
         guard closeAfter == nil else { return }
+        parsing = true
+        defer {
+            parsing = false
+            flushIfDone()
+        }
         do throws(RESPProtocolError) {
             try parser.append(bytes)
             while closeAfter == nil, let request = try parser.next() {
@@ -42,30 +51,27 @@ final class KVSession: @unchecked Sendable {
     }
 
     private func dispatch(_ request: [[UInt8]], sequence: Int) {
-        let name: String, kind: CommandTable.Kind
+        let command: Command, kind: CommandTable.Kind
         switch CommandTable.look(up: request) {
         case .failure(let refusal):
             answer(refusal.reply, to: sequence)
             return
         case .success(let found):
-            (name, kind) = found
+            (command, kind) = found
         }
-        if CommandTable.writes.contains(name) && server.refusesWrites {
+        if CommandTable.writes(command) && server.refusesWrites {
             answer(KVServer.logFailed, to: sequence)
             return
         }
         switch kind {
         case .connection:
-            answer(connectionCommand(request, name: name, sequence: sequence), to: sequence)
+            answer(connectionCommand(request, command: command, sequence: sequence), to: sequence)
         case .singleKey:
-            let shard = server.shard(for: request[1])
-            onShard(shard, sequence: sequence) { store in
-                ShardCommands.run(request, name: name, store: &store, now: KVClock.now())
-            }
+            onShard(server.shard(for: request[1]), request, command, sequence: sequence)
         case .multiKey:
-            multiKey(request, name: name, sequence: sequence)
+            multiKey(request, command: command, sequence: sequence)
         case .everyShard:
-            let flush = name == "flushall"
+            let flush = command == .flushall
             gather(server.shards.map { ($0, [0]) }, sequence: sequence, run: { store, _ in
                 if flush {
                     store.removeAll()
@@ -82,25 +88,85 @@ final class KVSession: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on `shard`'s color and answers `sequence` with its reply.
-    private func onShard(_ shard: Shard, sequence: Int, _ body: @escaping @Sendable (inout ShardStore) -> RESPReply) {
-        let runtime = server.runtime, color = connection.color
-        do {
-            try runtime.execute(on: shard.color) { [self] in
-                let reply = body(&shard.store)
-                server.settle(shard) { durable in
-                    try? runtime.execute(on: color) { self.answer(durable ? reply : KVServer.logFailed, to: sequence) }
+    /// Runs a single-key command on `shard`'s color and answers `sequence` with its reply:
+    /// `visit`'s two paths, written out so that the cheap one allocates nothing.
+    private func onShard(_ shard: Shard, _ request: [[UInt8]], _ command: Command, sequence: Int) {
+        let server = self.server, runtime = server.runtime
+        if server.runsHere && shard.queued.load(ordering: .relaxed) == 0 {
+            var reply: RESPReply?
+            var wait: Int?
+            if runtime.runHere(as: shard.color, {
+                reply = ShardCommands.run(request, command: command, store: &shard.store, now: KVClock.now())
+                wait = server.record(shard)
+            }), let reply {
+                if let wait {
+                    let color = connection.color
+                    server.whenDurable(wait) { durable in
+                        try? runtime.execute(on: color) { self.answer(durable ? reply : KVServer.logFailed, to: sequence) }
+                    }
+                } else {
+                    answer(reply, to: sequence)
                 }
+                return
             }
+        }
+        do {
+            try visit(shard, { store in ShardCommands.run(request, command: command, store: &store, now: KVClock.now()) },
+                      queuedOnly: true) { [self] reply, durable in answer(durable ? reply : KVServer.logFailed, to: sequence) }
         } catch {
             answer(.error("ERR server is shutting down"), to: sequence)
         }
     }
 
+    /// Runs `work` on `shard`'s color, then `then` on the connection's color with its result
+    /// and whether the log took the change (`false`: it failed).
+    ///
+    /// The cheap path: when nothing of this server's is queued for the shard and its color
+    /// lives on this loop, `work` runs right here (`Runtime.runHere`) and `then` follows at
+    /// once, unless `always` makes the reply wait for the disk: no job, no wakeup. Otherwise
+    /// one job goes to the shard and one comes back. The shard's `queued` count is what
+    /// keeps order: a command never overtakes one queued before it.
+    /// (`queuedOnly`: the caller has found the cheap path closed.)
+    private func visit<T: Sendable>(_ shard: Shard, _ work: @escaping @Sendable (inout ShardStore) -> T, queuedOnly: Bool = false,
+                                    then: @escaping @Sendable (T, Bool) -> Void) throws(ChromaError) {
+        let server = self.server, runtime = server.runtime, color = connection.color
+        if !queuedOnly && server.runsHere && shard.queued.load(ordering: .relaxed) == 0 {
+            var result: T?
+            var wait: Int?
+            let ran = runtime.runHere(as: shard.color) {
+                result = work(&shard.store)
+                wait = server.record(shard)
+            }
+            if ran, let result {
+                if let wait {
+                    server.whenDurable(wait) { durable in try? runtime.execute(on: color) { then(result, durable) } }
+                } else {
+                    then(result, true)
+                }
+                return
+            }
+        }
+        shard.queued.add(1, ordering: .relaxed)
+        do {
+            try runtime.execute(on: shard.color) {
+                shard.queued.subtract(1, ordering: .relaxed)
+                let result = work(&shard.store)
+                if let wait = server.record(shard) {
+                    server.whenDurable(wait) { durable in try? runtime.execute(on: color) { then(result, durable) } }
+                } else {
+                    try? runtime.execute(on: color) { then(result, true) }
+                }
+            }
+        } catch {
+            shard.queued.subtract(1, ordering: .relaxed)
+            throw error
+        }
+    }
+
     /// MGET, MSET, and DEL or EXISTS over several keys: one job per shard with that shard's
     /// keys, the answers put back in key order.
-    private func multiKey(_ request: [[UInt8]], name: String, sequence: Int) {
-        let stride = name == "mset" ? 2 : 1
+    private func multiKey(_ request: [[UInt8]], command: Command, sequence: Int) {
+        let stride = command == .mset ? 2 : 1
         var byShard: [ObjectIdentifier: (Shard, [Int])] = [:]
         var order: [ObjectIdentifier] = []
         for index in Swift.stride(from: 1, to: request.count, by: stride) {
@@ -113,23 +179,23 @@ final class KVSession: @unchecked Sendable {
         gather(order.map { byShard[$0]! }, sequence: sequence, run: { store, indexes in
             let now = KVClock.now()
             return indexes.map { index -> RESPReply in
-                switch name {
-                case "mget":
+                switch command {
+                case .mget:
                     if case .string(let bytes)? = store.value(request[index], now: now) { return .bulk(bytes) }
                     return .null
-                case "mset":
+                case .mset:
                     store.set(request[index], .string(request[index + 1]))
                     return .ok
-                case "del":
+                case .del:
                     return .integer(store.remove(request[index], now: now) ? 1 : 0)
                 default:  // exists
                     return .integer(store.value(request[index], now: now) == nil ? 0 : 1)
                 }
             }
         }, combine: { parts in
-            switch name {
-            case "mget": return .array(parts)
-            case "mset": return .ok
+            switch command {
+            case .mget: return .array(parts)
+            case .mset: return .ok
             default:
                 return .integer(parts.reduce(0) { sum, part in
                     if case .integer(let n) = part { return sum + n }
@@ -150,23 +216,18 @@ final class KVSession: @unchecked Sendable {
         let gathering = Gathering(slots: slots ?? parts.count, parts: parts.count)
         for (position, (shard, items)) in parts.enumerated() {
             do {
-                try runtime.execute(on: shard.color) { [self] in
-                    let stored = run(&shard.store, items)
-                    server.settle(shard) { durable in
+                try visit(shard, { store in run(&store, items) }) { [self] stored, durable in
+                    // On the connection's color: the gathering is only touched here.
                     let replies = durable ? stored : stored.map { _ in KVServer.logFailed }
-                    try? runtime.execute(on: color) {
-                        // On the connection's color: the gathering is only touched here.
-                        if let slotOf {
-                            for (item, reply) in zip(items, replies) { gathering.replies[slotOf(item)] = reply }
-                        } else {
-                            gathering.replies[position] = replies[0]
-                        }
-                        gathering.left -= 1
-                        if gathering.left == 0 {
-                            let failed = gathering.replies.contains(KVServer.logFailed)
-                            self.answer(failed ? KVServer.logFailed : combine(gathering.replies), to: sequence)
-                        }
+                    if let slotOf {
+                        for (item, reply) in zip(items, replies) { gathering.replies[slotOf(item)] = reply }
+                    } else {
+                        gathering.replies[position] = replies[0]
                     }
+                    gathering.left -= 1
+                    if gathering.left == 0 {
+                        let failed = gathering.replies.contains(KVServer.logFailed)
+                        answer(failed ? KVServer.logFailed : combine(gathering.replies), to: sequence)
                     }
                 }
             } catch {
@@ -176,16 +237,16 @@ final class KVSession: @unchecked Sendable {
         }
     }
 
-    private func connectionCommand(_ request: [[UInt8]], name: String, sequence: Int) -> RESPReply {
-        switch name {
-        case "ping":
+    private func connectionCommand(_ request: [[UInt8]], command: Command, sequence: Int) -> RESPReply {
+        switch command {
+        case .ping:
             return request.count > 1 ? .bulk(request[1]) : .simple("PONG")
-        case "echo":
+        case .echo:
             return .bulk(request[1])
-        case "quit":
+        case .quit:
             closeAfter = sequence
             return .ok
-        case "config":
+        case .config:
             // Enough for redis-benchmark, which asks for `save` and `appendonly`.
             let sub = String(decoding: request[1], as: UTF8.self).lowercased()
             guard sub == "get", request.count == 3 else { return .error("ERR unknown subcommand or wrong number of arguments for '\(sub)'") }
@@ -193,7 +254,7 @@ final class KVSession: @unchecked Sendable {
             let asked = String(decoding: request[2], as: UTF8.self).lowercased()
             guard let value = values[asked] else { return .array([]) }
             return .array([.bulk(Array(asked.utf8)), .bulk(Array(value.utf8))])
-        case "command":
+        case .command:
             // redis-cli asks COMMAND DOCS for its hints; none here.
             return .array([])
         default:  // info
@@ -203,18 +264,32 @@ final class KVSession: @unchecked Sendable {
 
     /// Sends every reply whose turn has come; closes after the last one owed.
     private func answer(_ reply: RESPReply, to sequence: Int) {
-        early[sequence] = reply
-        var out: [UInt8] = []
-        while let next = early.removeValue(forKey: nextReply) {
-            next.encode(into: &out)
+        guard sequence == nextReply else {
+            early[sequence] = reply
+            return
+        }
+        var next: RESPReply? = reply
+        while let current = next {
+            current.encode(into: &output)
             if nextReply == closeAfter {
-                connection.write(out)
+                connection.write(output)
+                output = []
                 connection.close()
                 return
             }
             nextReply += 1
+            next = early.isEmpty ? nil : early.removeValue(forKey: nextReply)
         }
-        if !out.isEmpty { connection.write(out) }
+        flushIfDone()
+    }
+
+    /// Writes the answers held, once none of the requests read so far is still out (or
+    /// they grow large): a pipeline's answers leave in one write, as Redis sends them,
+    /// instead of one small segment per shard that answered.
+    private func flushIfDone() {
+        guard !parsing, !output.isEmpty, nextReply == nextRequest || output.count >= 64 << 10 else { return }
+        connection.write(output)
+        output.removeAll(keepingCapacity: true)
     }
 }
 

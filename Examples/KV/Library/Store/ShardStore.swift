@@ -17,8 +17,9 @@ public struct ShardStore: Sendable {
         case list(Deque<[UInt8]>)
     }
 
-    private var values: [[UInt8]: Value] = [:]
-    private var deadlines: [[UInt8]: Int64] = [:]
+    private var values: [Key: Value] = [:]
+    /// Only keys with a deadline: a store without any skips the lookup.
+    private var deadlines: [Key: Int64] = [:]
     /// Bytes of live data, roughly: each key and its value, plus a fixed cost per entry.
     public private(set) var liveBytes = 0
     /// Record changes for the log (see `takeJournal`).
@@ -32,26 +33,26 @@ public struct ShardStore: Sendable {
 
     /// The live value of `key` (removing it first if it has expired).
     public mutating func value(_ key: [UInt8], now: Int64) -> Value? {
-        if let deadline = deadlines[key], deadline <= now {
+        if !deadlines.isEmpty, let deadline = deadlines[Key(key)], deadline <= now {
             drop(key)
             if journaling { journal.effect(.delete, key) }
             return nil
         }
-        return values[key]
+        return values[Key(key)]
     }
 
     /// Sets `key`, dropping any expiry unless `keepingExpiry`.
     public mutating func set(_ key: [UInt8], _ value: Value, keepingExpiry: Bool = false) {
-        let old = values.updateValue(value, forKey: key)
+        let old = values.updateValue(value, forKey: Key(key))
         liveBytes += Self.size(of: value) - (old.map(Self.size(of:)) ?? -key.count - Self.entryCost)
-        if !keepingExpiry { deadlines[key] = nil }
+        if !keepingExpiry && !deadlines.isEmpty { deadlines[Key(key)] = nil }
         guard journaling else { return }
         switch value {
         case .string(let bytes):
             journal.effect(keepingExpiry ? .setKeepingDeadline : .set, key)
             journal.field(bytes)
         case .list(let items):
-            if keepingExpiry, let deadline = deadlines[key] {
+            if keepingExpiry, let deadline = deadlines[Key(key)] {
                 journal.effect(.list, key)
                 journal.items(items)
                 journal.effect(.deadline, key)
@@ -78,7 +79,7 @@ public struct ShardStore: Sendable {
             if front { list.prepend(item) } else { list.append(item) }
             liveBytes += item.count + 8
         }
-        values[key] = .list(list)
+        values[Key(key)] = .list(list)
         if journaling {
             journal.effect(front ? .pushFront : .pushBack, key)
             journal.items(items)
@@ -104,9 +105,9 @@ public struct ShardStore: Sendable {
         }
         if list.isEmpty {
             liveBytes -= key.count + Self.entryCost
-            deadlines[key] = nil
+            if !deadlines.isEmpty { deadlines[Key(key)] = nil }
         } else {
-            values[key] = .list(list)
+            values[Key(key)] = .list(list)
         }
         if journaling {
             journal.effect(front ? .popFront : .popBack, key)
@@ -123,7 +124,7 @@ public struct ShardStore: Sendable {
         case nil: return .success(nil)
         case .string?: return .failure(WrongKind())
         case .list?:
-            guard case .list(let list)? = values.removeValue(forKey: key) else { preconditionFailure("the list was just found") }
+            guard case .list(let list)? = values.removeValue(forKey: Key(key)) else { preconditionFailure("the list was just found") }
             return .success(list)
         }
     }
@@ -143,7 +144,7 @@ public struct ShardStore: Sendable {
     /// The expiry of a live key (nil: none), or nil for a missing key; see `ttl`.
     public mutating func deadline(_ key: [UInt8], now: Int64) -> Int64?? {
         guard value(key, now: now) != nil else { return nil }
-        return .some(deadlines[key])
+        return .some(deadlines[Key(key)])
     }
 
     /// Gives a live key an expiry (a time not after `now` removes it), or drops it (nil).
@@ -154,7 +155,7 @@ public struct ShardStore: Sendable {
             drop(key)
             if journaling { journal.effect(.delete, key) }
         } else {
-            deadlines[key] = deadline
+            deadlines[Key(key)] = deadline
             if journaling {
                 if let deadline {
                     journal.effect(.deadline, key)
@@ -179,7 +180,7 @@ public struct ShardStore: Sendable {
     public mutating func expire(now: Int64, limit: Int) -> Int {
         var expired: [[UInt8]] = []
         for (key, deadline) in deadlines where deadline <= now {
-            expired.append(key)
+            expired.append(key.bytes)
             if expired.count == limit { break }
         }
         for key in expired {
@@ -192,12 +193,12 @@ public struct ShardStore: Sendable {
     /// Live keys (for tests).
     public mutating func liveKeys(now: Int64) -> [[UInt8]] {
         _ = expire(now: now, limit: .max)
-        return Array(values.keys)
+        return values.keys.map(\.bytes)
     }
 
     /// Every entry with its deadline, in no order: what a snapshot writes.
     func forEachEntry(_ body: ([UInt8], Value, Int64?) -> Void) {
-        for (key, value) in values { body(key, value, deadlines[key]) }
+        for (key, value) in values { body(key.bytes, value, deadlines.isEmpty ? nil : deadlines[key]) }
     }
 
     /// The changes recorded since the last call, as a record with its header left to fill
@@ -245,8 +246,8 @@ public struct ShardStore: Sendable {
     }
 
     private mutating func drop(_ key: [UInt8]) {
-        if let old = values.removeValue(forKey: key) { liveBytes -= key.count + Self.entryCost + Self.size(of: old) }
-        deadlines[key] = nil
+        if let old = values.removeValue(forKey: Key(key)) { liveBytes -= key.count + Self.entryCost + Self.size(of: old) }
+        if !deadlines.isEmpty { deadlines[Key(key)] = nil }
     }
 
     private static let entryCost = 32
