@@ -32,7 +32,7 @@ final class CrashTests: XCTestCase {
         let answered = Atomic<Int>(0)
         let killed = Atomic<Bool>(false)
         let reached = DispatchSemaphore(value: 0)
-        let results = Mutex([Writer](repeating: Writer(), count: writers))
+        let results = LockedValue([Writer](repeating: Writer(), count: writers))
         let group = DispatchGroup()
         for writer in 0..<writers {
             DispatchQueue.global().async(group: group) {

@@ -136,7 +136,7 @@ final class DurabilityTests: XCTestCase {
         var (runtime, server, _) = try start(.no, floor: 16 << 10)
         let port = self.port
         let writers = 4, rounds = KVTestDirectory.underTSan ? 15 : 40, keys = 50
-        let failures = Mutex<[String]>([])
+        let failures = LockedValue<[String]>([])
         DispatchQueue.concurrentPerform(iterations: writers) { writer in
             do {
                 let client = try RESPClient(port: port)
@@ -173,7 +173,23 @@ final class DurabilityTests: XCTestCase {
     }
 }
 
-import Synchronization
+/// A value shared between test threads under an `NSLock` (a pthread mutex, which
+/// ThreadSanitizer sees, unlike `Synchronization.Mutex`).
+final class LockedValue<Value>: @unchecked Sendable {
+    // Safe to share: `value` is touched only under `lock`.
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+    }
+
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+}
 
 /// Scratch data directories for the durability tests.
 enum KVTestDirectory {

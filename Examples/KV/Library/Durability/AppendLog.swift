@@ -1,4 +1,4 @@
-import Chroma
+@_spi(Engine) import Chroma
 import Glibc
 import Synchronization
 
@@ -27,7 +27,7 @@ public enum AppendFsync: String, Sendable, CaseIterable {
 /// records reach the file in the order appended. Compaction (`Compaction`) is started by
 /// that job.
 final class AppendLog: @unchecked Sendable {
-    // Safe to share: the mutable state is in `state` (a Mutex) or `durable` (atomic), or
+    // Safe to share: the mutable state is in `shared` (under `lock`) or `durable` (atomic), or
     // the `file` fields, which only the one running flush job touches (`flushing`).
     let directory: String
     let fsync: AppendFsync
@@ -58,7 +58,14 @@ final class AppendLog: @unchecked Sendable {
         var compacting = false
     }
 
-    let state = Mutex(State())
+    // A pthread lock (`EngineLock`), which ThreadSanitizer sees, unlike `Mutex`.
+    private let lock = EngineLock()
+    private var shared = State()
+
+    /// Runs `body` on the shared state, under the lock. Any thread.
+    private func withState<T>(_ body: (inout State) -> T) -> T {
+        lock.withLock { body(&shared) }
+    }
     /// Bytes appended that are on disk (`always`) or written (other modes): a ticket not
     /// above it needs no wait.
     let durable = Atomic<Int>(0)
@@ -114,7 +121,7 @@ final class AppendLog: @unchecked Sendable {
 
     /// Appends a sealed record; returns its ticket. Any thread.
     func append(_ record: [UInt8]) -> Int {
-        let (ticket, start) = state.withLock { state -> (Int, Bool) in
+        let (ticket, start) = withState { state -> (Int, Bool) in
             state.pending.append(contentsOf: record)
             state.appended += record.count
             let start = !state.flushing && state.failure == nil
@@ -129,7 +136,7 @@ final class AppendLog: @unchecked Sendable {
     /// if the log failed first: at once when it already is, else from the flush job. Any thread.
     func whenDurable(_ ticket: Int, _ deliver: @escaping @Sendable (Bool) -> Void) {
         if durable.load(ordering: .acquiring) >= ticket { return deliver(true) }
-        let now: Bool? = state.withLock { state in
+        let now: Bool? = withState { state in
             if state.failure != nil { return false }
             if durable.load(ordering: .acquiring) >= ticket { return true }
             state.waiters.append(Waiter(ticket: ticket, deliver: deliver))
@@ -140,7 +147,7 @@ final class AppendLog: @unchecked Sendable {
 
     /// Asks for an `fdatasync` of what was written (everysec's timer). Any thread.
     func requestSync() {
-        let start = state.withLock { state -> Bool in
+        let start = withState { state -> Bool in
             guard state.unsynced > 0 || !state.pending.isEmpty, state.failure == nil else { return false }
             state.syncRequested = true
             let start = !state.flushing
@@ -155,7 +162,7 @@ final class AppendLog: @unchecked Sendable {
             try runtime.blocking(lane: .long) { [self] in flush() } completion: { _ in }
         } catch {
             // Stopping: `close()` writes what is pending.
-            state.withLock { $0.flushing = false }
+            withState { $0.flushing = false }
         }
     }
 
@@ -163,7 +170,7 @@ final class AppendLog: @unchecked Sendable {
     /// synced before its writers hear of it. Pool worker, one at a time.
     private func flush() {
         while true {
-            let (batch, end, sync) = state.withLock { state -> ([UInt8], Int, Bool) in
+            let (batch, end, sync) = withState { state -> ([UInt8], Int, Bool) in
                 let sync = state.syncRequested || (fsync == .always && !state.pending.isEmpty)
                 if state.pending.isEmpty && !sync { state.flushing = false }
                 defer {
@@ -182,7 +189,7 @@ final class AppendLog: @unchecked Sendable {
                 return
             }
             durable.store(end, ordering: .releasing)
-            let ready = state.withLock { state -> [Waiter] in
+            let ready = withState { state -> [Waiter] in
                 state.unsynced = sync ? 0 : state.unsynced + batch.count
                 var ready: [Waiter] = []
                 state.waiters.removeAll { waiter in
@@ -210,7 +217,7 @@ final class AppendLog: @unchecked Sendable {
 
     private func shouldCompact() -> Bool {
         guard fileBytes > compactionFloor, fileBytes > 2 * liveBytes() else { return false }
-        return state.withLock { state in
+        return withState { state in
             guard !state.compacting else { return false }
             state.compacting = true
             return true
@@ -219,13 +226,13 @@ final class AppendLog: @unchecked Sendable {
 
     /// A compaction ended (written, or failed and logged).
     func compactionEnded() {
-        state.withLock { $0.compacting = false }
+        withState { $0.compacting = false }
     }
 
     /// After a failed write or sync the file's state is unknown (a failed fsync may have
     /// dropped the dirty pages), so the log refuses all further writes.
     private func fail(_ reason: String) {
-        let waiters = state.withLock { state -> [Waiter] in
+        let waiters = withState { state -> [Waiter] in
             state.failure = reason
             state.flushing = false
             failed.store(true, ordering: .relaxed)
@@ -239,7 +246,7 @@ final class AppendLog: @unchecked Sendable {
     /// Writes and syncs what is pending, then closes the file: after the runtime stopped, so
     /// no flush job runs. Throws if the last write fails.
     func close() throws(KVStorageError) {
-        let (batch, failed) = state.withLock { state -> ([UInt8], Bool) in
+        let (batch, failed) = withState { state -> ([UInt8], Bool) in
             defer { state.pending = [] }
             return (state.pending, state.failure != nil)
         }

@@ -1,6 +1,5 @@
-import Chroma
+@_spi(Engine) import Chroma
 import Glibc
-import Synchronization
 
 /// One compaction: every shard's store, copied on its own color (copy on write: the copy
 /// costs nothing until the shard next changes a key), written on the pool as
@@ -11,11 +10,12 @@ import Synchronization
 /// Threads: `begin` from the flush job; each copy on its shard's color; the writing on a
 /// pool worker.
 final class Compaction: @unchecked Sendable {
-    // Safe to share: `parts` is a Mutex; the rest is immutable.
+    // Safe to share: `parts` is touched only under `lock`; the rest is immutable.
     private let log: AppendLog
     private let generation: Int
     private let shards: [Shard]
-    private let parts: Mutex<(stores: [(ShardStore, UInt64)?], left: Int)>
+    private let lock = EngineLock()
+    private var parts: (stores: [(ShardStore, UInt64)?], left: Int)
 
     /// Records of a snapshot hold about this many bytes of effects each.
     static let recordBytes = 64 << 10
@@ -24,7 +24,7 @@ final class Compaction: @unchecked Sendable {
         self.log = log
         self.generation = generation
         self.shards = shards
-        parts = Mutex((Array(repeating: nil, count: shards.count), shards.count))
+        parts = (Array(repeating: nil, count: shards.count), shards.count)
     }
 
     func begin() {
@@ -42,7 +42,7 @@ final class Compaction: @unchecked Sendable {
     }
 
     private func deliver(_ index: Int, _ store: ShardStore, _ sequence: UInt64) {
-        let complete = parts.withLock { parts -> [(ShardStore, UInt64)]? in
+        let complete = lock.withLock { () -> [(ShardStore, UInt64)]? in
             parts.stores[index] = (store, sequence)
             parts.left -= 1
             return parts.left == 0 ? parts.stores.map { $0! } : nil

@@ -6,7 +6,7 @@ import Chroma
 final class KVSession: @unchecked Sendable {
     // Safe to send: every field is touched only in callbacks of the connection's color (its
     // input, and the answers shards post back to it), which never overlap.
-    private let server: KVServer
+    let server: KVServer
     private let connection: Connection
     private var parser: RESPParser
     private var nextRequest = 0
@@ -18,6 +18,9 @@ final class KVSession: @unchecked Sendable {
     private var output: [UInt8] = []
     /// True while `received` dispatches what it read: answers found at once wait for the rest.
     private var parsing = false
+
+    /// The connection's color, where every field of the session is touched.
+    var color: Color { connection.color }
 
     init(server: KVServer, connection: Connection) {
         self.server = server
@@ -110,10 +113,7 @@ final class KVSession: @unchecked Sendable {
                 return
             }
         }
-        do {
-            try visit(shard, { store in ShardCommands.run(request, command: command, store: &store, now: KVClock.now()) },
-                      queuedOnly: true) { [self] reply, durable in answer(durable ? reply : KVServer.logFailed, to: sequence) }
-        } catch {
+        if !ShardTask(session: self, shard: shard, request: request, command: command, sequence: sequence).send() {
             answer(.error("ERR server is shutting down"), to: sequence)
         }
     }
@@ -126,11 +126,10 @@ final class KVSession: @unchecked Sendable {
     /// once, unless `always` makes the reply wait for the disk: no job, no wakeup. Otherwise
     /// one job goes to the shard and one comes back. The shard's `queued` count is what
     /// keeps order: a command never overtakes one queued before it.
-    /// (`queuedOnly`: the caller has found the cheap path closed.)
-    private func visit<T: Sendable>(_ shard: Shard, _ work: @escaping @Sendable (inout ShardStore) -> T, queuedOnly: Bool = false,
+    private func visit<T: Sendable>(_ shard: Shard, _ work: @escaping @Sendable (inout ShardStore) -> T,
                                     then: @escaping @Sendable (T, Bool) -> Void) throws(ChromaError) {
         let server = self.server, runtime = server.runtime, color = connection.color
-        if !queuedOnly && server.runsHere && shard.queued.load(ordering: .relaxed) == 0 {
+        if server.runsHere && shard.queued.load(ordering: .relaxed) == 0 {
             var result: T?
             var wait: Int?
             let ran = runtime.runHere(as: shard.color) {
@@ -262,8 +261,9 @@ final class KVSession: @unchecked Sendable {
         }
     }
 
-    /// Sends every reply whose turn has come; closes after the last one owed.
-    private func answer(_ reply: RESPReply, to sequence: Int) {
+    /// Sends every answer whose turn has come (held until the pipeline is done, see
+    /// `flushIfDone`); closes after the last one owed. On the connection's color.
+    func answer(_ reply: RESPReply, to sequence: Int) {
         guard sequence == nextReply else {
             early[sequence] = reply
             return
