@@ -28,6 +28,53 @@ final class NetRegressionTests: XCTestCase {
         XCTAssertEqual(got.snapshot, ["a", "b"])
     }
 
+    /// Writes go straight to the socket only while nothing is queued: once the kernel has
+    /// stopped taking a big write, a small one written after the peer made room still
+    /// arrives after all of it.
+    func testDirectAndBufferedWritesKeepTheirOrder() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let big = 8 << 20
+        let accepted = Locked<Connection?>(nil)
+        let bigQueued = Signal()
+        let listener = try runtime.listen(host: "127.0.0.1", port: 0) { connection in
+            accepted.withLock { $0 = connection }
+            connection.write([UInt8](repeating: 1, count: big))  // far more than the socket buffers hold
+            bigQueued.fire()
+        }
+        let client = try TestClient(port: listener.port)
+        defer { client.close() }
+        XCTAssertTrue(bigQueued.wait())
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        // Make room in the kernel's buffers while most of the big write is still queued.
+        while received < 256 << 10 {
+            let n = recv(client.fd, &buffer, buffer.count, 0)
+            XCTAssertGreaterThan(n, 0)
+            if n <= 0 { return }
+            XCTAssert(buffer[..<n].allSatisfy { $0 == 1 })
+            received += n
+        }
+        let connection = try XCTUnwrap(accepted.withLock { $0 })
+        let markerQueued = Signal()
+        try runtime.execute(on: connection.color) {
+            connection.write([2, 2, 2, 2, 2, 2, 2])
+            connection.close()
+            markerQueued.fire()
+        }
+        XCTAssertTrue(markerQueued.wait())
+        var tail: [UInt8] = []
+        while true {
+            let n = recv(client.fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            for byte in buffer[..<n] {
+                if byte == 1 && !tail.isEmpty { return XCTFail("a byte of the big write came after the marker") }
+                if byte == 1 { received += 1 } else { tail.append(byte) }
+            }
+        }
+        XCTAssertEqual(received, big)
+        XCTAssertEqual(tail, [2, 2, 2, 2, 2, 2, 2])
+    }
+
     /// Watermarks smaller than a line: the line still arrives (reading pauses at the larger
     /// of the watermark and the line limit; libevent's own read watermark used to livelock).
     func testLineLongerThanTheHighWatermarkIsDelivered() throws {

@@ -24,6 +24,7 @@ final class SocketBuffer {
             return bev
         }
         self.init(raw: bev)
+        connected = fd >= 0
     }
 
     private init(raw: OpaquePointer) {
@@ -105,11 +106,28 @@ final class SocketBuffer {
         }
     }
 
-    /// Appends to the output buffer; libevent writes it when the socket is writable.
+    /// Writes `bytes`: straight to the socket when nothing is queued before them (one
+    /// `send`, as Redis and SwiftNIO write, with no wait for the next readiness report and
+    /// no write event to arm and disarm), and what the kernel does not take, or everything
+    /// while output is queued, to the output buffer for libevent to write once the socket is
+    /// writable. An error on the direct send leaves the bytes to the buffer, whose write
+    /// then reports it as usual.
     func write(_ bytes: UnsafeRawBufferPointer) {
         guard let raw, bytes.count > 0 else { return }
-        _ = bufferevent_write(raw, bytes.baseAddress, bytes.count)
+        var sent = 0
+        if connected, evbuffer_get_length(bufferevent_get_output(raw)) == 0 {
+            let n = Glibc.send(bufferevent_getfd(raw), bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if n > 0 { sent = n }
+            if sent == bytes.count { return }
+        }
+        _ = bufferevent_write(raw, bytes.baseAddress! + sent, bytes.count - sent)
     }
+
+    /// True once the socket is connected: from the start for an accepted socket, after the
+    /// connect completes for one `connect` started. Before, writes only queue.
+    private var connected = false
+
+    fileprivate func markConnected() { connected = true }
 
     /// Starts a non-blocking connect (for a buffer made with fd -1).
     func connect(_ address: UnsafePointer<sockaddr>, length: socklen_t) -> Bool {
@@ -140,7 +158,9 @@ private func socketEventCallback(_ bev: OpaquePointer?, _ what: Int16, _ context
     let event = SocketEvent(endOfInput: what & chroma_bev_eof() != 0, error: what & chroma_bev_error() != 0,
                             timeout: what & chroma_bev_timeout() != 0, whileWriting: what & chroma_bev_writing() != 0,
                             connected: what & chroma_bev_connected() != 0, errno: errno)
-    Unmanaged<SocketBuffer>.fromOpaque(context!).takeUnretainedValue().onEvent(event)
+    let buffer = Unmanaged<SocketBuffer>.fromOpaque(context!).takeUnretainedValue()
+    if event.connected { buffer.markConnected() }
+    buffer.onEvent(event)
 }
 
 /// What a bufferevent reported (its `BEV_EVENT_*` bits), and errno at that moment.
