@@ -89,6 +89,21 @@ final class CrashTests: XCTestCase {
         XCTAssertEqual(lost, 0, "acknowledged SETs lost with appendfsync always, of \(keys.count) keys")
     }
 
+    func testSIGTERMStopsCleanlyAndARestartHasEverything() throws {
+        let child = try KVChild(directory: directory, fsync: .everysec)
+        let client = try RESPClient(port: child.port)
+        for i in 0..<200 { XCTAssertEqual(try client.call("SET", "k\(i)", "v\(i)"), .ok) }
+        XCTAssertEqual(try client.call("RPUSH", "list", "a", "b"), .integer(2))
+        XCTAssertEqual(child.terminate(), 0, "chroma-kv exits 0 after SIGTERM")
+        let runtime = try Runtime(loops: 1)
+        try runtime.start()
+        defer { _ = try? runtime.shutdown() }
+        let server = try KVServer(runtime: runtime, storage: KVStorage(directory: directory))
+        let again = try RESPClient(port: try server.listen(host: "127.0.0.1", port: 0).port)
+        for i in 0..<200 { XCTAssertEqual(try again.call("GET", "k\(i)"), .bulk(Array("v\(i)".utf8))) }
+        XCTAssertEqual(try again.call("LRANGE", "list", "0", "-1"), .array([.bulk([97]), .bulk([98])]))
+    }
+
     func testEverysecLosesAtMostAboutOneSecond() throws {
         let (writers, killedAt) = try floodAndKill(.everysec, writers: 8, acknowledgements: KVTestDirectory.underTSan ? 800 : 4000)
         let values = try recovered(writers.flatMap { $0.acknowledged.keys })
@@ -131,6 +146,13 @@ final class KVChild: @unchecked Sendable {
             throw KVTestDirectory.Failure("no port in: \(String(decoding: line, as: UTF8.self))")
         }
         self.port = port
+    }
+
+    /// SIGTERM, then waits for the child to exit; its exit status (-1 if a signal ended it).
+    func terminate() -> Int32 {
+        Glibc.kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationReason == .exit ? process.terminationStatus : -1
     }
 
     /// SIGKILL, then waits for the child to be gone.
