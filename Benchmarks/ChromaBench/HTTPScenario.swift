@@ -68,13 +68,7 @@ struct HTTPCommand: ParsableCommand {
         let machine = Machine.current()
         var report = Report(scenario: "http", machine: machine)
         guard onPath("wrk") else {
-            let line = "wrk is not on PATH: no http benchmark (`make bench` installs it)"
-            if json {
-                note(line)
-                print(report.json())
-            } else {
-                print(line)
-            }
+            report.skip("wrk is not on PATH: no http benchmark (`make bench` installs it)", json: json)
             return
         }
         var notes: [String] = []
@@ -246,15 +240,13 @@ struct HTTPCommand: ParsableCommand {
         }
         let log = work.logs + "/\(server.name).log"
         progress("\(step), starting")
-        guard let child = ServerChild.spawn(path, arguments, stderrTo: log) else {
-            return .failure(HTTPBenchSkip("could not start \(path)"))
+        let child: ServerChild
+        switch ServerChild.start(path, arguments, log: log, port: port) {
+        case .success(let started): child = started
+        case .failure(let skip): return .failure(skip)
         }
         defer {
             if !child.stop() { note("\(server.name) did not exit within 5 s of SIGTERM; killed") }
-        }
-        if let problem = child.waitUntilAccepting(port: port, timeout: 10) {
-            let last = lastLine(of: log).map { ": \($0)" } ?? ""
-            return .failure(HTTPBenchSkip("\(problem)\(last)"))
         }
         let url = "http://127.0.0.1:\(port)\(workload.path)"
         if warmup > 0 {
@@ -474,6 +466,17 @@ final class ServerChild {
     static func spawn(_ path: String, _ arguments: [String], stderrTo log: String) -> ServerChild? {
         guard let pid = spawnChild(path, arguments, stdout: .null, stderr: .file(log)) else { return nil }
         return ServerChild(pid: pid)
+    }
+
+    /// Spawns `path` (stderr to `log`) and waits until it accepts on `port`; why not, with
+    /// the log's last line, otherwise. The caller stops it.
+    static func start(_ path: String, _ arguments: [String], log: String, port: UInt16) -> Result<ServerChild, HTTPBenchSkip> {
+        guard let child = spawn(path, arguments, stderrTo: log) else { return .failure(HTTPBenchSkip("could not start \(path)")) }
+        if let problem = child.waitUntilAccepting(port: port, timeout: 10) {
+            _ = child.stop()
+            return .failure(HTTPBenchSkip("\(problem)\(lastLine(of: log).map { ": \($0)" } ?? "")"))
+        }
+        return .success(child)
     }
 
     /// Nil once a connect() to 127.0.0.1:`port` succeeds; otherwise why not (the child

@@ -62,13 +62,7 @@ struct KVCommand: ParsableCommand {
         if !onPath(redis) && !isExecutable(redis) { missing.append("\(redis) (redis-server)") }
         if !isExecutable(kvPath) { missing.append("chroma-kv at \(kvPath) (swift build -c release --product chroma-kv)") }
         guard missing.isEmpty else {
-            let line = "no kv benchmark: missing \(missing.joined(separator: ", ")); `make bench` installs them"
-            if json {
-                note(line)
-                print(report.json())
-            } else {
-                print(line)
-            }
+            report.skip("no kv benchmark: missing \(missing.joined(separator: ", ")); `make bench` installs them", json: json)
             return
         }
         var template = Array("/tmp/chroma-bench-kv-XXXXXX".utf8CString)
@@ -174,12 +168,13 @@ struct KVCommand: ParsableCommand {
             arguments += ["--dir", data, "--appendfsync", mode]
         }
         let log = work + "/\(server)-\(run).log"
-        guard let child = ServerChild.spawn(path, arguments, stderrTo: log) else { return .failure(HTTPBenchSkip("could not start \(path)")) }
+        let child: ServerChild
+        switch ServerChild.start(path, arguments, log: log, port: port) {
+        case .success(let started): child = started
+        case .failure(let skip): return .failure(skip)
+        }
         defer {
             if !child.stop() { note("\(server) did not exit within 5 s of SIGTERM; killed") }
-        }
-        if let problem = child.waitUntilAccepting(port: port, timeout: 10) {
-            return .failure(HTTPBenchSkip("\(problem)\(lastLine(of: log).map { ": \($0)" } ?? "")"))
         }
         let flags = ["-h", "127.0.0.1", "-p", String(port), "-t", tests, "-n", String(requests), "-r", String(keyspace),
                      "-c", String(clients), "-P", String(depth), "--csv"]

@@ -17,6 +17,17 @@ struct Report {
     var rows: [Row] = []
     var ratios: [(name: String, value: Double)] = []
 
+    /// Says why the scenario did not run: `line` on stdout, or with `json` on stderr and the
+    /// (empty) report on stdout, so scripts still get one JSON object.
+    func skip(_ line: String, json: Bool) {
+        if json {
+            note(line)
+            print(self.json())
+        } else {
+            print(line)
+        }
+    }
+
     func json() -> String {
         let rowText = rows.map { row in
             var fields = ["\"name\": \(row.name.jsonQuoted)", "\"ops_per_s\": \(fixed(row.opsPerSecond, 0))"]
