@@ -132,6 +132,39 @@ final class DurabilityTests: XCTestCase {
         XCTAssertEqual(try DataDirectory.load(directory, shards: 8).keys, 2)
     }
 
+    func testAFailedLogWriteRefusesWritesAndKeepsServingReads() throws {
+        var (runtime, server, client) = try start(.always)
+        // "kept" on another shard than "big": its shard's state stays all on disk.
+        let bigShard = server.shard(for: Array("big".utf8))
+        let kept = try XCTUnwrap((0..<100).map { "kept\($0)" }.first { server.shard(for: Array($0.utf8)) !== bigShard })
+        XCTAssertEqual(try client.call("SET", kept, "1"), .ok)
+        // The file-size limit makes the next write fail (EFBIG), as a full disk would.
+        let log = directory + "/" + DataDirectory.logName(try XCTUnwrap(try files("log").last))
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: log)[.size] as? Int)
+        var saved = rlimit()
+        XCTAssertEqual(getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &saved), 0)
+        let oldHandler = signal(SIGXFSZ, SIG_IGN)
+        var limit = saved
+        limit.rlim_cur = rlim_t(size + 100)
+        XCTAssertEqual(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit), 0)
+        let refused = RESPReply.error("MISCONF Errors writing to the AOF file; the server refuses writes")
+        XCTAssertEqual(try client.call("SET", "big", String(repeating: "x", count: 4096)), refused)
+        XCTAssertEqual(setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &saved), 0)
+        signal(SIGXFSZ, oldHandler)
+        XCTAssertEqual(try client.call("SET", "later", "2"), refused, "the log stays failed")
+        XCTAssertEqual(try client.call("DEL", kept), refused)
+        XCTAssertEqual(try client.call("GET", kept), .bulk(Array("1".utf8)), "reads of a shard whose changes are all on disk go on")
+        XCTAssertEqual(try client.call("GET", "big"), refused, "a shard whose last change never reached the disk answers nothing from it")
+        _ = try runtime.shutdown()
+        XCTAssertNoThrow(try server.close(), "a failed log closes without writing")
+
+        (runtime, server, client) = try start()
+        XCTAssertEqual(try client.call("GET", kept), .bulk(Array("1".utf8)))
+        XCTAssertEqual(try client.call("GET", "big"), .null, "the failed write is not in the log")
+        XCTAssertEqual(try client.call("GET", "later"), .null)
+        try stop(runtime, server)
+    }
+
     func testCompactionRacingWritesLosesNothing() throws {
         var (runtime, server, _) = try start(.no, floor: 16 << 10)
         let port = self.port
