@@ -53,8 +53,6 @@ final class AppendLog: @unchecked Sendable {
         var syncRequested = false
         /// Bytes written since the last `fdatasync`.
         var unsynced = 0
-        /// Why the log stopped accepting writes, once a write or sync failed.
-        var failure: String?
         var compacting = false
     }
 
@@ -128,7 +126,7 @@ final class AppendLog: @unchecked Sendable {
         let (ticket, start) = withState { state -> (Int, Bool) in
             state.pending.append(contentsOf: record)
             state.appended += record.count
-            let start = !state.flushing && state.failure == nil
+            let start = !state.flushing && !failed.load(ordering: .relaxed)
             if start { state.flushing = true }
             return (state.appended, start)
         }
@@ -141,7 +139,7 @@ final class AppendLog: @unchecked Sendable {
     func whenDurable(_ ticket: Int, _ deliver: @escaping @Sendable (Bool) -> Void) {
         if durable.load(ordering: .acquiring) >= ticket { return deliver(true) }
         let now: Bool? = withState { state in
-            if state.failure != nil { return false }
+            if failed.load(ordering: .relaxed) { return false }
             if durable.load(ordering: .acquiring) >= ticket { return true }
             state.waiters.append(Waiter(ticket: ticket, deliver: deliver))
             return nil
@@ -152,7 +150,7 @@ final class AppendLog: @unchecked Sendable {
     /// Asks for an `fdatasync` of what was written (everysec's timer). Any thread.
     func requestSync() {
         let start = withState { state -> Bool in
-            guard state.unsynced > 0 || !state.pending.isEmpty, state.failure == nil else { return false }
+            guard state.unsynced > 0 || !state.pending.isEmpty, !failed.load(ordering: .relaxed) else { return false }
             state.syncRequested = true
             let start = !state.flushing
             if start { state.flushing = true }
@@ -245,9 +243,8 @@ final class AppendLog: @unchecked Sendable {
     /// dropped the dirty pages), so the log refuses all further writes.
     private func fail(_ reason: String) {
         let waiters = withState { state -> [Waiter] in
-            state.failure = reason
-            state.flushing = false
             failed.store(true, ordering: .relaxed)
+            state.flushing = false
             defer { state.waiters = [] }
             return state.waiters
         }
@@ -258,16 +255,16 @@ final class AppendLog: @unchecked Sendable {
     /// Writes and syncs what is pending, then closes the file: after the runtime stopped, so
     /// no flush job runs. Throws if the last write fails.
     func close() throws(KVStorageError) {
-        let (batch, failed) = withState { state -> ([UInt8], Bool) in
+        let (batch, broken) = withState { state -> ([UInt8], Bool) in
             defer { state.pending = [] }
-            return (state.pending, state.failure != nil)
+            return (state.pending, failed.load(ordering: .relaxed))
         }
         guard file >= 0 else { return }
         defer {
             Glibc.close(file)
             file = -1
         }
-        guard !failed else { return }
+        guard !broken else { return }
         try DataFile.write(file, batch, path: path)
         try DataFile.syncData(file, path: path)
     }

@@ -23,7 +23,6 @@ enum DataDirectory {
 
     /// The state found in `directory` (created if missing).
     struct Loaded {
-        var shardCount: Int?
         var stores: [ShardStore]
         var sequences: [UInt64]
         /// The generation the next log starts (above every file found).
@@ -62,7 +61,7 @@ enum DataDirectory {
         }
         let snapshots = names.compactMap { generation(of: $0, kind: "snapshot") }.sorted()
         let logs = names.compactMap { generation(of: $0, kind: "log") }.sorted()
-        var loaded = Loaded(shardCount: nil, stores: Array(repeating: ShardStore(), count: shards),
+        var loaded = Loaded(stores: Array(repeating: ShardStore(), count: shards),
                             sequences: Array(repeating: 0, count: shards),
                             nextGeneration: max(snapshots.last ?? 0, logs.last ?? 0) + 1)
         let base = snapshots.last ?? 0
@@ -93,7 +92,6 @@ enum DataDirectory {
         }
         for generation in snapshots where generation < base { try DataFile.remove(directory + "/" + snapshotName(generation)) }
         for generation in logs where generation < base { try DataFile.remove(directory + "/" + logName(generation)) }
-        loaded.shardCount = snapshots.isEmpty && logs.isEmpty ? nil : shards
         return loaded
     }
 
