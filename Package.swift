@@ -127,18 +127,18 @@ let package = Package(
         ),
         .testTarget(
             name: "ChromaTests",
-            dependencies: ["Chroma", "ChromaHTTP", "CLibevent", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Chroma", "ChromaHTTP", "CLibevent", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
-        // A loopback client socket for the test targets that talk to a server.
-        .target(name: "LoopbackSocket", path: "Tests/LoopbackSocket"),
+        // What every test target shares: a loopback client socket, a locked value.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         // KV: the crash and restart tests run the chroma-kv binary as a child.
-        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "LoopbackSocket", "KV"]),
+        .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "TestSupport", "KV"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'
         // own test tools.
         .testTarget(
             name: "ChromaEcosystemTests",
             dependencies: [
-                "Chroma", "ChromaHTTP", "ChromaMetrics", "ChromaServiceLifecycle", "LoopbackSocket",
+                "Chroma", "ChromaHTTP", "ChromaMetrics", "ChromaServiceLifecycle", "TestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,5 @@
 import Foundation
-import LoopbackSocket
+import TestSupport
 
 /// Seconds any wait in these tests may take before it fails the test.
 let hangTimeout: Double = 10

@@ -14,7 +14,8 @@ final class ServiceLifecycleTests: XCTestCase {
     func testGracefulShutdownDrainsWithoutLosingARequestInProgress() throws {
         // One loop: the drain's closing of the listening socket is then queued on the loop
         // before the answer, so "refused once answered" is an order, not a race (with two,
-        // the other loop's listener may still be closing when the answer arrives).
+        // the other loop's listener may still be closing when the answer arrives, as
+        // `HTTPServer.drain` says).
         let runtime = try Runtime(loops: 1)
         try runtime.start()
         addTeardownBlock { _ = try? runtime.shutdown() }

@@ -1,6 +1,7 @@
 import Chroma
 @testable import ChromaKV
 import Foundation
+import TestSupport
 import Synchronization
 import XCTest
 
@@ -32,7 +33,7 @@ final class CrashTests: XCTestCase {
         let answered = Atomic<Int>(0)
         let killed = Atomic<Bool>(false)
         let reached = DispatchSemaphore(value: 0)
-        let results = LockedValue([Writer](repeating: Writer(), count: writers))
+        let results = Locked([Writer](repeating: Writer(), count: writers))
         let group = DispatchGroup()
         for writer in 0..<writers {
             DispatchQueue.global().async(group: group) {

@@ -1,6 +1,7 @@
 import Chroma
 @testable import ChromaKV
 import Foundation
+import TestSupport
 import XCTest
 
 /// The data directory: a restart after a clean stop loads everything back, a torn last
@@ -169,7 +170,7 @@ final class DurabilityTests: XCTestCase {
         var (runtime, server, _) = try start(.no, floor: 16 << 10)
         let port = self.port
         let writers = 4, rounds = KVTestDirectory.underTSan ? 15 : 40, keys = 50
-        let failures = LockedValue<[String]>([])
+        let failures = Locked<[String]>([])
         DispatchQueue.concurrentPerform(iterations: writers) { writer in
             do {
                 let client = try RESPClient(port: port)
@@ -203,24 +204,6 @@ final class DurabilityTests: XCTestCase {
         }
         XCTAssertEqual(try client.call("DBSIZE"), .integer(writers * (keys + 2)))
         try stop(runtime, server)
-    }
-}
-
-/// A value shared between test threads under an `NSLock` (a pthread mutex, which
-/// ThreadSanitizer sees, unlike `Synchronization.Mutex`).
-final class LockedValue<Value>: @unchecked Sendable {
-    // Safe to share: `value` is touched only under `lock`.
-    private let lock = NSLock()
-    private var value: Value
-
-    init(_ value: Value) {
-        self.value = value
-    }
-
-    func withLock<T>(_ body: (inout Value) -> T) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
     }
 }
 

@@ -1,6 +1,6 @@
 import ChromaKV
 import Foundation
-import LoopbackSocket
+import TestSupport
 
 /// A blocking RESP2 client for tests over a loopback socket whose reads time out after 10 s,
 /// so a missing reply fails the test instead of hanging it.

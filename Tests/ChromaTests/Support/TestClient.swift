@@ -1,4 +1,6 @@
 import Foundation
+// The shared test helpers (`Locked`, `LoopbackSocket`), for every file of this target.
+@_exported import TestSupport
 
 /// A blocking test client on a plain socket, with a receive timeout (`hangTimeout`) so no
 /// test can hang.
@@ -21,14 +23,7 @@ final class TestClient: @unchecked Sendable {
     }
 
     func connect(port: UInt16) throws {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if rc != 0 { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
+        try LoopbackSocket.connect(fd, port: port)
     }
 
     func send(_ text: String) {

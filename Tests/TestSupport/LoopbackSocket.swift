@@ -12,6 +12,16 @@ public final class LoopbackSocket {
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
         var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        do {
+            try Self.connect(fd, port: port)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Connects `fd` (a TCP socket) to 127.0.0.1:`port`, blocking; throws the errno.
+    public static func connect(_ fd: Int32, port: UInt16) throws {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
@@ -19,11 +29,7 @@ public final class LoopbackSocket {
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        if rc != 0 {
-            let error = errno
-            Glibc.close(fd)
-            throw POSIXError(POSIXErrorCode(rawValue: error)!)
-        }
+        if rc != 0 { throw POSIXError(POSIXErrorCode(rawValue: errno)!) }
     }
 
     deinit { Glibc.close(fd) }
