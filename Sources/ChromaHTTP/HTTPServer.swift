@@ -101,7 +101,9 @@ public final class HTTPServer: Sendable {
 
     /// Closes gracefully, for a restart or a deploy: no request in progress is lost.
     ///
-    /// At once, the listening sockets close (new connections are refused) and idle
+    /// At once, each loop is told to close its listening socket (new connections are
+    /// refused once it has; with several loops that happens on each loop's thread, so an
+    /// answer sent meanwhile can come before another loop's socket is closed) and idle
     /// keep-alive connections close. Every request in progress (being read, handled or
     /// written) finishes: its answer carries `Connection: close` and its connection closes
     /// after it. (Requests a client pipelined behind it are not read; HTTP clients retry
