@@ -82,4 +82,24 @@ final class RunHereTests: XCTestCase {
         wait(for: [done], timeout: 10)
         XCTAssertEqual(order.withLock { $0 }, [0, 1, 2])
     }
+
+    func testANestedRunIsPartOfItsCallbackNotACallbackOfItsOwn() throws {
+        let runtime = try Runtime(loops: 1)
+        try runtime.start()
+        defer { _ = try? runtime.shutdown() }
+        let caller = runtime.makeColor(onLoop: 0), here = runtime.makeColor(onLoop: 0)
+        let counts = Locked<(before: Int, after: Int, ran: Int)>((0, 0, 0))
+        let done = expectation(description: "the callback ran")
+        try runtime.execute(on: caller) {
+            let before = runtime.statistics().loops[0].callbacks
+            var ran = 0
+            for _ in 0..<100 where runtime.runHere(as: here, { ran += 1 }) {}
+            counts.withLock { $0 = (before, runtime.statistics().loops[0].callbacks, ran) }
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 10)
+        let (before, after, ran) = counts.snapshot
+        XCTAssertEqual(ran, 100)
+        XCTAssertEqual(after, before, "100 nested runs counted no callback")
+    }
 }

@@ -41,6 +41,20 @@ enum Callback {
         }
     }
 
+    /// Runs `body` as `color` inside the running callback (`Runtime.runHere`): the color
+    /// and site switch and come back after, but no callback start is counted, so the
+    /// statistics see one callback and the stall watchdog keeps timing the one that holds
+    /// the loop. Loop thread, inside a callback.
+    @inlinable @inline(__always) static func runNested(as color: Color, site: UInt64, _ body: () -> Void) {
+        let outer = chroma_current_color()
+        let outerSite = chroma_current_site()
+        chroma_set_current_color(color.rawValue)
+        chroma_set_current_site(site)
+        body()
+        chroma_set_current_color(outer)
+        chroma_set_current_site(outerSite)
+    }
+
     /// Runs the job in `slot` as its color, leaving the slot uninitialized; the color stays
     /// set until the next job or `endBatch()`. Reads what it needs before calling: the call
     /// may grow (move) the queue the slot lives in. Loop thread only.

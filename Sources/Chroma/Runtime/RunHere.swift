@@ -13,13 +13,15 @@ extension Runtime {
     /// job of `color` already queued, so call this only when you know none is (you count
     /// your own posts to `color`, and nothing else posts to it); else queue with `execute`.
     ///
-    /// Inside `body`, `Color.current` is `color`; after it, the caller's color again.
+    /// Inside `body`, `Color.current` is `color`; after it, the caller's color again. It is
+    /// part of the running callback: statistics count no callback for it, and the stall
+    /// watchdog times the callback as a whole.
     /// Loop threads, inside one of this runtime's callbacks; false anywhere else.
     @inlinable
     public func runHere(as color: Color, fileID: StaticString = #fileID, line: UInt = #line, _ body: () -> Void) -> Bool {
         guard let local = currentLocalQueue(ifRunHereMayRun: color) else { return false }
         local.pointee.runningHere = true
-        Callback.run(as: color, site: EnqueueSite.word(fileID, line), body)
+        Callback.runNested(as: color, site: EnqueueSite.word(fileID, line), body)
         local.pointee.runningHere = false
         return true
     }
