@@ -5,12 +5,16 @@ PEER_DIR := .build/peers
 
 .PHONY: setup build test tsan bench bench-tools examples peers clean
 
-# Installs libevent-dev only when pkg-config cannot find libevent_pthreads. Idempotent.
+# Installs libevent-dev only when pkg-config cannot find libevent_pthreads, and curl (the
+# HTTP tests' client) only when missing. Idempotent.
 setup:
-	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libevent_pthreads; then \
-		echo "installing libevent-dev (and pkg-config)"; \
+	@missing=""; \
+	{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libevent_pthreads; } || missing="$$missing libevent-dev pkg-config"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libevent-dev pkg-config; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 build: setup

@@ -3,7 +3,7 @@
 // ones from each loop's memory cache, big ones with sendfile. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
 //
-//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS]
+//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS] [--listing]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import ArgumentParser
@@ -38,6 +38,9 @@ struct ChromaHTTPD: ParsableCommand {
     @Option(help: ArgumentHelp("Print one line of counters every this many seconds (requests/s, answers by status class, open connections, rejections, the loops' callbacks, busy share and queue delay).", valueName: "seconds"))
     var stats: Double?
 
+    @Flag(help: "List a directory that has no index.html (default: 404).")
+    var listing = false
+
     func validate() throws {
         if let stats, !(stats > 0 && stats <= 86_400) {
             throw ValidationError("--stats must be a number of seconds in (0, 86400], not \(stats)")
@@ -66,7 +69,7 @@ struct ChromaHTTPD: ParsableCommand {
         let hello = HTTPResponse(text: "Hello, World!")
         var routes = HTTPRoutes()
         routes.get("/hello") { request in request.respond(hello) }
-        routes.files(at: "/", StaticFiles(root: root))
+        routes.files(at: "/", StaticFiles(root: root, directoryListing: listing))
 
         let runtime = try Runtime(loops: loops, stealing: stealing == "on" ? .on : .off)
         try runtime.start()
@@ -119,6 +122,7 @@ final class StatsLine: @unchecked Sendable {
         line += " req/s=\(rate(http.requests, previous.requests))"
         line += " 1xx=\(http.answers.informational) 2xx=\(http.answers.successful) 3xx=\(http.answers.redirection)"
         line += " 4xx=\(http.answers.clientError) 5xx=\(http.answers.serverError)"
+        line += " cache-hits=\(http.fileCache.hits) cache-misses=\(http.fileCache.misses) evictions=\(http.fileCache.evictions)"
         line += " open=\(http.openConnections) rejected=\(http.limitRejections) accept-failures=\(http.acceptFailures)"
         line += " callbacks/s=\(rate(loops.callbacks, previous.callbacks)) mailbox/s=\(rate(mailbox, previous.mailbox))"
         line += " busy=" + (busy.isEmpty ? "-" : "\(Int((busy.reduce(0, +) / Double(busy.count) * 100).rounded()))%")

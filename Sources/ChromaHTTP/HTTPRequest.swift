@@ -66,9 +66,15 @@ public struct HTTPRequest: Sendable {
     /// Answers the request. Any thread: off the connection's color the answer is queued to
     /// it. Returns false when the request was already answered or its connection is gone
     /// (known at once only on the connection's color; elsewhere true means queued).
+    ///
+    /// A 200 to a GET or HEAD that carries `ETag` or `Last-Modified` is checked against the
+    /// request's conditional headers first (RFC 9110 §13): it goes out as 304 Not Modified
+    /// (no body) when the client's copy is current, as 412 when `If-Match` or
+    /// `If-Unmodified-Since` fails. Other methods check with `preconditions(_:)` before they
+    /// change anything.
     @discardableResult
     public func respond(_ response: HTTPResponse) -> Bool {
-        exchange.respond(status: response.status.code, headers: response.headers, body: response.body)
+        exchange.respond(status: response.status.code, headers: response.headers, body: response.body, conditional: true)
     }
 
     /// Answers with `text` (`text/plain; charset=utf-8`).

@@ -22,6 +22,8 @@ public struct HTTPStatus: Sendable, Hashable, ExpressibleByIntegerLiteral, Custo
     public static let created: HTTPStatus = 201
     /// 204 No Content (sent without a body).
     public static let noContent: HTTPStatus = 204
+    /// 206 Partial Content.
+    public static let partialContent: HTTPStatus = 206
     /// 304 Not Modified (sent without a body).
     public static let notModified: HTTPStatus = 304
     /// 400 Bad Request.
@@ -34,8 +36,12 @@ public struct HTTPStatus: Sendable, Hashable, ExpressibleByIntegerLiteral, Custo
     public static let methodNotAllowed: HTTPStatus = 405
     /// 408 Request Timeout.
     public static let requestTimeout: HTTPStatus = 408
+    /// 412 Precondition Failed.
+    public static let preconditionFailed: HTTPStatus = 412
     /// 413 Content Too Large.
     public static let payloadTooLarge: HTTPStatus = 413
+    /// 416 Range Not Satisfiable.
+    public static let rangeNotSatisfiable: HTTPStatus = 416
     /// 500 Internal Server Error.
     public static let internalServerError: HTTPStatus = 500
     /// 503 Service Unavailable.

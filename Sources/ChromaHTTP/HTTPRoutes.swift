@@ -103,6 +103,20 @@ final class Router: Sendable {
         fileRoutes = routes.fileRoutes.map { ($0.prefix, FileServer(files: $0.files, runtime: runtime)) }
     }
 
+    /// The file routes' cache counters, summed.
+    var fileCacheStats: HTTPServerStats.FileCache {
+        var total = HTTPServerStats.FileCache()
+        for (_, server) in fileRoutes {
+            let stats = server.cacheStats
+            total.hits += stats.hits
+            total.misses += stats.misses
+            total.evictions += stats.evictions
+            total.entries += stats.entries
+            total.bytes += stats.bytes
+        }
+        return total
+    }
+
     /// Loop thread, as the connection's color: picks the route and runs it.
     func dispatch(_ exchange: HTTPExchange) {
         let method = exchange.method

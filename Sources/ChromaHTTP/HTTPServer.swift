@@ -68,6 +68,25 @@ public struct HTTPServerStats: Sendable, Equatable {
     /// Accept calls that failed (out of descriptors and the like); the socket pauses
     /// 100 ms after each instead of spinning.
     public var acceptFailures = 0
+    /// The file routes' memory caches, all routes and loops together.
+    public var fileCache = FileCache()
+
+    /// Counters of the file routes' caches (`StaticFiles`).
+    public struct FileCache: Sendable, Equatable {
+        /// Requests answered from memory (after a `stat` when the entry was due one).
+        public var hits = 0
+        /// Requests that read or opened the file: not cached, changed since, or too big to cache.
+        public var misses = 0
+        /// Entries dropped, least recently used first, to make room for another.
+        public var evictions = 0
+        /// Files cached now.
+        public var entries = 0
+        /// Bytes of file content cached now.
+        public var bytes = 0
+
+        /// All zero.
+        public init() {}
+    }
 
     /// All zero.
     public init() {}
@@ -82,16 +101,22 @@ public struct HTTPServerStats: Sendable, Equatable {
 /// Runtime shutdown closes the server too.
 public final class HTTPServer: Sendable {
     private let engine: HTTPEngine
+    private let router: Router?
 
-    init(engine: HTTPEngine) {
+    init(engine: HTTPEngine, router: Router?) {
         self.engine = engine
+        self.router = router
     }
 
     /// The port the server listens on (the real one when 0 was asked for).
     public var port: UInt16 { engine.port }
 
     /// The counters so far, summed over the loops (each read without stopping them).
-    public var stats: HTTPServerStats { engine.stats }
+    public var stats: HTTPServerStats {
+        var stats = engine.stats
+        if let router { stats.fileCache = router.fileCacheStats }
+        return stats
+    }
 
     /// Stops accepting and closes every connection (on each loop); requests still being
     /// handled get no answer. Idempotent. `drain(timeout:on:_:)` closes without losing them.
@@ -141,6 +166,6 @@ extension Runtime {
         let router = Router(routes: routes, runtime: self)
         let engine = try startHTTPEngine(host: host, port: port, backlog: backlog, limits: limits,
                                          handler: { router.dispatch($0) })
-        return HTTPServer(engine: engine)
+        return HTTPServer(engine: engine, router: router)
     }
 }

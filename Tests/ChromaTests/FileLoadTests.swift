@@ -44,11 +44,12 @@ final class FileLoadTests: XCTestCase {
 
     func testAFileOverTheCacheLimitIsHandedOverOpen() throws {
         try write([UInt8](repeating: 7, count: 5000), to: "big.bin")
-        guard case .open(let fd, let size) = try FileLoad.run(path: root + "/big.bin", cacheLimit: 4096) else {
+        guard case .open(let fd, let identity) = try FileLoad.run(path: root + "/big.bin", cacheLimit: 4096) else {
             return XCTFail("a file over the cache limit is returned open")
         }
         defer { close(fd) }
-        XCTAssertEqual(size, 5000)
+        XCTAssertEqual(identity.size, 5000)
+        XCTAssertEqual(identity, try FileLoad.identity(path: root + "/big.bin"))
         XCTAssertGreaterThanOrEqual(fcntl(fd, F_GETFD), 0, "the descriptor is still open")
         XCTAssertEqual(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC)
     }

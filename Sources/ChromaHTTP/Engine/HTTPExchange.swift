@@ -105,15 +105,17 @@ final class HTTPExchange: @unchecked Sendable {
     /// Answers with `status`, `headers` and `body`. Any thread: off the connection's loop
     /// it queues the answer to the connection's color. Returns false when the exchange was
     /// already answered or its connection is gone (known at once only on the loop thread;
-    /// from elsewhere, true means queued).
+    /// from elsewhere, true means queued). `conditional`: a 200 carrying `ETag` or
+    /// `Last-Modified` is first checked against the request's conditional headers, and
+    /// becomes a 304 or 412 when they say so.
     @discardableResult
-    func respond(status: Int, headers: [(name: String, value: String)], body: [UInt8]) -> Bool {
+    func respond(status: Int, headers: [(name: String, value: String)], body: [UInt8], conditional: Bool = false) -> Bool {
         if server.loop.isCurrent {
-            return body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
+            return answer(status: status, headers: headers, body: body, conditional: conditional)
         }
         do {
             try server.runtime.execute(on: color) { [self] in
-                _ = body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
+                _ = answer(status: status, headers: headers, body: body, conditional: conditional)
             }
             return true
         } catch {
@@ -121,38 +123,61 @@ final class HTTPExchange: @unchecked Sendable {
         }
     }
 
-    /// Answers with the `length` bytes of open file `fd` from `offset`, sent with sendfile
-    /// where libevent can (`evbuffer_add_file`). Takes `fd` over: it is closed once sent,
-    /// or at once when the exchange can no longer be answered. Loop thread only.
+    private func answer(status: Int, headers: [(name: String, value: String)], body: [UInt8], conditional: Bool) -> Bool {
+        if conditional, status == 200, request() != nil, let answer = conditionalAnswer(headers: headers) {
+            let text: [UInt8] = answer.status == 412 ? Array("Precondition Failed\n".utf8) : []
+            return text.withUnsafeBytes { send(status: answer.status, headers: answer.headers, body: $0) }
+        }
+        return body.withUnsafeBytes { send(status: status, headers: headers, body: $0) }
+    }
+
+    /// Answers with `parts` of open file `fd` (`fileSize` bytes long), in order: slices of the file, sent with
+    /// sendfile where libevent can (a file segment), and bytes between them (a multipart
+    /// answer's part heads). Takes `fd` over: it is closed once sent, or at once when the
+    /// exchange can no longer be answered. Loop thread only.
     @discardableResult
-    func respondFile(status: Int, headers: [(name: String, value: String)], fd: Int32, offset: Int, length: Int) -> Bool {
+    func respondFile(status: Int, headers: [(name: String, value: String)], fd: Int32, fileSize: Int, parts: [HTTPFilePart]) -> Bool {
         guard let raw = request() else {
             Glibc.close(fd)
             return false
         }
         addHeaders(raw, headers)
         let output = evhttp_request_get_output_buffer(raw)
+        let fileBytes = parts.reduce(0) { if case .file(_, let length) = $1 { $0 + length } else { $0 } }
         if isHead(raw) {
             Glibc.close(fd)
-            addHeadLength(raw, length)
-        } else if length == 0 {
+            addHeadLength(raw, parts.reduce(0) { $0 + $1.count })
+            return finish(raw, status: status)
+        }
+        if fileBytes == 0 {
             Glibc.close(fd)
         } else {
             // evbuffer_add_file's two steps, so the descriptor's owner is known on failure:
-            // a segment that was never made leaves it to us; one that was made owns it.
-            guard let segment = evbuffer_file_segment_new(fd, Int64(offset), Int64(length), UInt32(EVBUF_FS_CLOSE_ON_FREE)) else {
+            // a segment that was never made leaves it to us; one that was made owns it. One
+            // segment for the whole file; each part adds its slice of it.
+            guard let segment = evbuffer_file_segment_new(fd, 0, Int64(fileSize), UInt32(EVBUF_FS_CLOSE_ON_FREE)) else {
                 Glibc.close(fd)
                 return finish(raw, status: 500)
             }
+            defer { evbuffer_file_segment_free(segment) }  // the buffer holds its own references
             // Marked as draining to a descriptor, the request's output takes the segment as a
             // sendfile chain (which moves into the socket's buffer as is); unmarked, libevent
             // would mmap the whole file, or read it on the loop when mmap fails.
             _ = evbuffer_set_flags(output, UInt64(EVBUFFER_FLAG_DRAINS_TO_FD))
-            guard evbuffer_add_file_segment(output, segment, 0, Int64(length)) == 0 else {
-                return finish(raw, status: 500)  // (the failed add freed the segment, closing fd)
+            for part in parts {
+                switch part {
+                case .bytes(let bytes):
+                    evbuffer_add(output, bytes, bytes.count)
+                case .file(let offset, let length):
+                    guard evbuffer_add_file_segment(output, segment, Int64(offset), Int64(length)) == 0 else {
+                        evbuffer_drain(output, evbuffer_get_length(output))
+                        return finish(raw, status: 500)
+                    }
+                }
             }
-            evbuffer_file_segment_free(segment)  // the buffer holds its own reference
+            return finish(raw, status: status)
         }
+        for case .bytes(let bytes) in parts { evbuffer_add(output, bytes, bytes.count) }
         return finish(raw, status: status)
     }
 
@@ -208,6 +233,21 @@ final class HTTPExchange: @unchecked Sendable {
         } else {
             let connection = self.connection, serial = self.serial
             try? server.runtime.execute(on: color) { connection.answerUnanswered(serial: serial) }
+        }
+    }
+}
+
+/// A piece of a file answer's body (`HTTPExchange.respondFile`).
+enum HTTPFilePart {
+    /// Bytes of their own (a multipart answer's part head, its closing boundary).
+    case bytes([UInt8])
+    /// `length` bytes of the file from `offset`.
+    case file(offset: Int, length: Int)
+
+    var count: Int {
+        switch self {
+        case .bytes(let bytes): bytes.count
+        case .file(_, let length): length
         }
     }
 }
