@@ -3,7 +3,7 @@
 // ones from each loop's memory cache, big ones with sendfile. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
 //
-//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS] [--listing]
+//   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS] [--listing] [--access-log FILE|-]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import ArgumentParser
@@ -41,6 +41,9 @@ struct ChromaHTTPD: ParsableCommand {
     @Flag(help: "List a directory that has no index.html (default: 404).")
     var listing = false
 
+    @Option(help: ArgumentHelp("Append one line per request (common log format plus the duration in seconds) to this file; - for standard output.", valueName: "file"))
+    var accessLog: String?
+
     func validate() throws {
         if let stats, !(stats > 0 && stats <= 86_400) {
             throw ValidationError("--stats must be a number of seconds in (0, 86400], not \(stats)")
@@ -73,7 +76,8 @@ struct ChromaHTTPD: ParsableCommand {
 
         let runtime = try Runtime(loops: loops, stealing: stealing == "on" ? .on : .off)
         try runtime.start()
-        let server = try runtime.serveHTTP(port: UInt16(port), routes: routes)
+        let log = try accessLog.map { path throws(ChromaError) in path == "-" ? HTTPAccessLog.standardOutput : try HTTPAccessLog(path: path) }
+        let server = try runtime.serveHTTP(port: UInt16(port), accessLog: log, routes: routes)
         // SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.
         // SIGINT: stop at once.
         try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }

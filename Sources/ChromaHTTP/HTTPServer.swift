@@ -68,6 +68,9 @@ public struct HTTPServerStats: Sendable, Equatable {
     /// Accept calls that failed (out of descriptors and the like); the socket pauses
     /// 100 ms after each instead of spinning.
     public var acceptFailures = 0
+    /// Access-log lines dropped because the log's destination fell 16 MiB behind (see
+    /// `HTTPAccessLog`).
+    public var accessLogDropped = 0
     /// The file routes' memory caches, all routes and loops together.
     public var fileCache = FileCache()
 
@@ -157,14 +160,16 @@ extension Runtime {
     /// IPv4 or IPv6 literal; default all IPv4 interfaces), answering with `routes`.
     ///
     /// Each connection gets a fresh color owned by the loop that accepted it; handlers run
-    /// on it (see `HTTPRoutes`). Throws `ChromaError.system` naming the failed call
+    /// on it (see `HTTPRoutes`). With `accessLog`, every answer gets a line there (see
+    /// `HTTPAccessLog`; default none). Throws `ChromaError.system` naming the failed call
     /// (`EADDRINUSE` and the like), `.invalidArgument` for a bad host or limits,
     /// `.shutDown`/`.invalidState` when the runtime is not running.
     @discardableResult
     public func serveHTTP(host: String = "0.0.0.0", port: UInt16, backlog: Int32 = 1024,
-                          limits: HTTPLimits = HTTPLimits(), routes: HTTPRoutes) throws(ChromaError) -> HTTPServer {
+                          limits: HTTPLimits = HTTPLimits(), accessLog: HTTPAccessLog? = nil,
+                          routes: HTTPRoutes) throws(ChromaError) -> HTTPServer {
         let router = Router(routes: routes, runtime: self)
-        let engine = try startHTTPEngine(host: host, port: port, backlog: backlog, limits: limits,
+        let engine = try startHTTPEngine(host: host, port: port, backlog: backlog, limits: limits, accessLog: accessLog,
                                          handler: { router.dispatch($0) })
         return HTTPServer(engine: engine, router: router)
     }

@@ -219,4 +219,8 @@ uint64_t chroma_task_site(const void *task);
 // Sets the calling loop thread's index, for the crash handler's report.
 void chroma_set_loop_index(int index);
 
+// An evhttp request's HTTP version as major * 10 + minor (11 for HTTP/1.1). `request` is a
+// `struct evhttp_request *`; loop thread, while the request lives.
+int chroma_http_request_version(const void *request);
+
 #endif

@@ -53,6 +53,10 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// While `.writing`: the output length the sweep last saw, and when it last changed.
     @exclusivity(unchecked) var lastOutputLength = -1
     @exclusivity(unchecked) var lastProgressAt: UInt64 = 0
+    /// With an access log: when the request's first byte came (a precise clock), and its
+    /// line once answered, written out when the answer has left.
+    @exclusivity(unchecked) var logStartedAt: UInt64 = 0
+    var pendingLine: HTTPAccessLines.Entry?
 
     init(color: Color, raw: OpaquePointer, server: HTTPLoopServer, now: UInt64) {
         self.color = color
@@ -72,7 +76,11 @@ final class HTTPConnectionState: @unchecked Sendable {
         setInputCallback(enabled: false)
     }
 
-    func answer(_ request: OpaquePointer, status: Int) {
+    func answer(_ request: OpaquePointer, status: Int, bytes: Int) {
+        if let lines = server.accessLines {
+            if let earlier = pendingLine { lines.append(earlier) }
+            pendingLine = HTTPAccessLines.entry(request, status: status, bytes: bytes, startedAt: logStartedAt)
+        }
         self.request = nil
         phase = .writing
         lastOutputLength = -1
@@ -123,7 +131,7 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// An exchange died unanswered: answer 500 if the connection still waits for it.
     func answerUnanswered(serial: UInt64) {
         guard serial == self.serial, let request else { return }
-        answer(request, status: 500)
+        answer(request, status: 500, bytes: 0)
     }
 
     /// The connection is closing: forgets the request a handler holds. libevent frees it
@@ -146,6 +154,7 @@ final class HTTPConnectionState: @unchecked Sendable {
         if !requestStarted {
             requestStarted = true
             requestStartedAt = coarseMonotonicNanoseconds()
+            if server.accessLines != nil { logStartedAt = HTTPAccessLines.preciseNow() }
         }
         guard !head.isComplete && !head.isTooLarge else { return }
         scanHead(input, added: added)
@@ -193,6 +202,7 @@ final class HTTPConnectionState: @unchecked Sendable {
     }
 
     func answerWritten() {
+        logPendingLine()
         phase = .waiting
         readPausedForAnswer = false
         requestStarted = false
@@ -247,6 +257,13 @@ final class HTTPConnectionState: @unchecked Sendable {
             event_del(readAnchor)
             anchorParked = true
         }
+    }
+
+    /// Writes the line of the answer just sent (or cut short by a close).
+    func logPendingLine() {
+        guard let entry = pendingLine else { return }
+        pendingLine = nil
+        server.accessLines?.append(entry)
     }
 
     func freeAnchor() {

@@ -12,6 +12,7 @@ extension HTTPLoopServer {
     /// not read), is closed quietly. Handlers have no deadline here.
     func sweep() {
         guard !closed else { return }
+        accessLines?.flush()
         let now = coarseMonotonicNanoseconds()
         let requestLimit = limits.requestTimeout.chromaNanoseconds ?? .max
         let idleLimit = limits.idleTimeout.chromaNanoseconds ?? .max

@@ -81,6 +81,7 @@ final class HTTPEngine: Sendable {
             total.answers.redirection += counters.redirection.load(ordering: .relaxed)
             total.answers.clientError += counters.clientError.load(ordering: .relaxed)
             total.answers.serverError += counters.serverError.load(ordering: .relaxed)
+            total.accessLogDropped += server.accessLines?.dropped.load(ordering: .relaxed) ?? 0
         }
         return total
     }
@@ -133,7 +134,7 @@ extension Runtime {
     /// each with its own SO_REUSEPORT socket. `handler` runs on the loop that accepted the
     /// connection, as the connection's color (a fresh color of that loop per connection).
     /// Throws `ChromaError` naming the failed call, or `.shutDown`/`.invalidState`.
-    func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPLimits,
+    func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPLimits, accessLog: HTTPAccessLog? = nil,
                          handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
         try requireRunning("serveHTTP")
         guard var address = ListenAddress(host: host, port: port) else {
@@ -148,7 +149,7 @@ extension Runtime {
         do throws(ChromaError) {
             for loop in engineLoops {
                 address.port = boundPort
-                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, handler: handler)
+                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, accessLog: accessLog, handler: handler)
                 servers.append(server)
                 try server.bind(address: address, backlog: backlog)
                 boundPort = server.port

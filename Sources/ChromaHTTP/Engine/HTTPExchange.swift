@@ -147,7 +147,7 @@ final class HTTPExchange: @unchecked Sendable {
         if isHead(raw) {
             Glibc.close(fd)
             addHeadLength(raw, parts.reduce(0) { $0 + $1.count })
-            return finish(raw, status: status)
+            return finish(raw, status: status, bytes: 0)
         }
         if fileBytes == 0 {
             Glibc.close(fd)
@@ -157,7 +157,7 @@ final class HTTPExchange: @unchecked Sendable {
             // segment for the whole file; each part adds its slice of it.
             guard let segment = evbuffer_file_segment_new(fd, 0, Int64(fileSize), UInt32(EVBUF_FS_CLOSE_ON_FREE)) else {
                 Glibc.close(fd)
-                return finish(raw, status: 500)
+                return finish(raw, status: 500, bytes: 0)
             }
             defer { evbuffer_file_segment_free(segment) }  // the buffer holds its own references
             // Marked as draining to a descriptor, the request's output takes the segment as a
@@ -171,14 +171,14 @@ final class HTTPExchange: @unchecked Sendable {
                 case .file(let offset, let length):
                     guard evbuffer_add_file_segment(output, segment, Int64(offset), Int64(length)) == 0 else {
                         evbuffer_drain(output, evbuffer_get_length(output))
-                        return finish(raw, status: 500)
+                        return finish(raw, status: 500, bytes: 0)
                     }
                 }
             }
-            return finish(raw, status: status)
+            return finish(raw, status: status, bytes: parts.reduce(0) { $0 + $1.count })
         }
         for case .bytes(let bytes) in parts { evbuffer_add(output, bytes, bytes.count) }
-        return finish(raw, status: status)
+        return finish(raw, status: status, bytes: parts.reduce(0) { $0 + $1.count })
     }
 
     private func send(status: Int, headers: [(name: String, value: String)], body: UnsafeRawBufferPointer) -> Bool {
@@ -186,10 +186,12 @@ final class HTTPExchange: @unchecked Sendable {
         addHeaders(raw, headers)
         if isHead(raw) {
             addHeadLength(raw, body.count)
-        } else if body.count > 0 {
+            return finish(raw, status: status, bytes: 0)
+        }
+        if body.count > 0 {
             evbuffer_add(evhttp_request_get_output_buffer(raw), body.baseAddress, body.count)
         }
-        return finish(raw, status: status)
+        return finish(raw, status: status, bytes: body.count)
     }
 
     private func isHead(_ raw: OpaquePointer) -> Bool {
@@ -216,10 +218,11 @@ final class HTTPExchange: @unchecked Sendable {
         }
     }
 
-    private func finish(_ raw: OpaquePointer, status: Int) -> Bool {
+    /// `bytes`: of the body, for the access log.
+    private func finish(_ raw: OpaquePointer, status: Int, bytes: Int) -> Bool {
         answered = true
         server.date.add(to: evhttp_request_get_output_headers(raw))
-        connection.answer(raw, status: status)
+        connection.answer(raw, status: status, bytes: bytes)
         return true
     }
 

@@ -19,6 +19,8 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     /// The Date header's text, remade once a second.
     let date = HTTPDate()
     let counters = HTTPEngineCounters()
+    /// This loop's access-log lines, when the server keeps a log.
+    let accessLines: HTTPAccessLines?
     private let handler: @Sendable (HTTPExchange) -> Void
     var http: OpaquePointer?
     var listener: OpaquePointer?
@@ -38,11 +40,12 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     var registered = false
     private(set) var port: UInt16 = 0
 
-    init(runtime: Runtime, loop: EngineLoop, limits: HTTPLimits,
+    init(runtime: Runtime, loop: EngineLoop, limits: HTTPLimits, accessLog: HTTPAccessLog?,
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
         self.runtime = runtime
         self.loop = loop
         self.loopColor = loop.loopColor
+        self.accessLines = accessLog.map { HTTPAccessLines(log: $0, runtime: runtime, loopColor: loop.loopColor) }
         self.limits = limits
         self.handler = handler
         super.init()
@@ -188,6 +191,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
         if let bev = evhttp_connection_get_bufferevent(evcon) { drainForClose(bufferevent_getfd(bev)) }
         guard let connection = connections.remove(UnsafeMutableRawPointer(evcon)) else { return }
         counters.closedConnections.add(1, ordering: .relaxed)
+        connection.logPendingLine()
         connection.setInputCallback(enabled: false)
         connection.freeAnchor()
         connection.dropRequest()
@@ -278,7 +282,9 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
             http = nil
             listener = nil
             counters.closedConnections.add(connections.count, ordering: .relaxed)
+            for connection in connections.all { connection.logPendingLine() }
             connections.removeAll()
+            accessLines?.close()
             for bev in newcomers { _ = bufferevent_decref(bev) }
             newcomers.removeAll()
             boundSocket = nil
