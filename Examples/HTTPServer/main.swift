@@ -1,6 +1,7 @@
 // chroma-httpd: a static web server (Flash, nginx, the libasync-smp web server) on every
 // core. `GET /hello` answers `Hello, World!`; everything else is a file under ROOT, small
-// ones from each loop's memory cache, big ones with sendfile. Each connection has its own
+// ones from each loop's memory cache, big ones with sendfile; `GET /events` is a stream of
+// server-sent events, one a second, until the client leaves. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
 //
 //   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS] [--listing] [--access-log FILE|-]
@@ -16,7 +17,7 @@ import Glibc
 struct ChromaHTTPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chroma-httpd",
-        abstract: "A static web server on every core: GET /hello, and the files under --root.",
+        abstract: "A static web server on every core: GET /hello, GET /events (server-sent events), and the files under --root.",
         discussion: """
             Prints one line once it is listening. SIGTERM finishes the requests in progress \
             (at most 3 s) and exits; SIGINT exits at once.
@@ -72,9 +73,19 @@ struct ChromaHTTPD: ParsableCommand {
         let hello = HTTPResponse(text: "Hello, World!")
         var routes = HTTPRoutes()
         routes.get("/hello") { request in request.respond(hello) }
+        let runtime = try Runtime(loops: loops, stealing: stealing == "on" ? .on : .off)
+        // One event a second on the connection's color, from a Chroma timer: no thread waits.
+        routes.stream("/events") { request in
+            guard let events = request.startEventStream() else { return }
+            for tick in 1... {
+                var now = timespec()
+                clock_gettime(CLOCK_REALTIME, &now)
+                guard events.send(data: "\(now.tv_sec)", event: "tick", id: "\(tick)") else { return }  // the client left
+                try await runtime.sleep(for: .seconds(1))
+            }
+        }
         routes.files(at: "/", StaticFiles(root: root, directoryListing: listing))
 
-        let runtime = try Runtime(loops: loops, stealing: stealing == "on" ? .on : .off)
         try runtime.start()
         let log = try accessLog.map { path throws(ChromaError) in path == "-" ? HTTPAccessLog.standardOutput : try HTTPAccessLog(path: path) }
         let server = try runtime.serveHTTP(port: UInt16(port), accessLog: log, routes: routes)

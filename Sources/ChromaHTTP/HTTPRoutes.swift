@@ -26,9 +26,16 @@ public struct HTTPRoutes: Sendable {
     /// answer, and what it throws answers 500.
     public typealias AsyncHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
 
+    /// An async handler that answers by itself: with `request.respond`, or by writing a
+    /// stream (`request.startStream`). It runs as a task on the connection's color, where
+    /// streams are used; if it throws before answering, the answer is 500, and a stream it
+    /// had started is cut short (the connection closes, so the client sees it incomplete).
+    public typealias StreamHandler = @Sendable (HTTPRequest) async throws -> Void
+
     enum Action: Sendable {
         case callback(Handler)
         case task(AsyncHandler)
+        case stream(StreamHandler)
     }
 
     struct Route: Sendable {
@@ -73,6 +80,22 @@ public struct HTTPRoutes: Sendable {
     /// POST requests for `path`, answered by an async handler.
     public mutating func post(_ path: String, on color: Color? = nil, _ handler: @escaping AsyncHandler) {
         add("POST", path, on: color, handler)
+    }
+
+    /// `method` requests (GET answers HEAD too) for `path`, answered by `handler` itself,
+    /// typically with a stream:
+    ///
+    /// ```swift
+    /// routes.stream("/events") { request in
+    ///     guard let events = request.startEventStream() else { return }
+    ///     for tick in 1... {
+    ///         guard events.send(data: "tick \(tick)") else { return }  // the client left
+    ///         try await Task.sleep(for: .seconds(1))
+    ///     }
+    /// }
+    /// ```
+    public mutating func stream(_ path: String, method: String = "GET", _ handler: @escaping StreamHandler) {
+        exact[path, default: []].append(Route(method: method.uppercased(), color: nil, action: .stream(handler)))
     }
 
     /// Serves the files under `files.root` at `prefix` (GET and HEAD): `/prefix/a/b` is
@@ -183,6 +206,12 @@ final class Router: Sendable {
                 case .success(let response): request.respond(response)
                 case .failure: request.respond(Router.failed)
                 }
+            }
+        case .stream(let handler):
+            runtime.spawn(on: exchange.color) {
+                try await handler(request)
+            } completion: { result in
+                if case .failure = result { request.exchange.fail() }
             }
         }
     }

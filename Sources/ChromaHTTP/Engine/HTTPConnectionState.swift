@@ -57,6 +57,8 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// line once answered, written out when the answer has left.
     @exclusivity(unchecked) var logStartedAt: UInt64 = 0
     var pendingLine: HTTPAccessLines.Entry?
+    /// The streamed answer in progress (its request is `request` meanwhile).
+    var stream: HTTPStreamState?
 
     init(color: Color, raw: OpaquePointer, server: HTTPLoopServer, now: UInt64) {
         self.color = color
@@ -77,11 +79,20 @@ final class HTTPConnectionState: @unchecked Sendable {
     }
 
     func answer(_ request: OpaquePointer, status: Int, bytes: Int) {
+        prepareAnswer(request, status: status, bytes: bytes)
+        self.request = nil
+        evhttp_send_reply(request, Int32(status), nil, nil)
+        server.counters.noteAnswer(status: status)
+        server.flushLater(self)
+    }
+
+    /// What every answer does before evhttp sends its head: its log line, the writing
+    /// phase, and `Connection: close` while draining.
+    private func prepareAnswer(_ request: OpaquePointer, status: Int, bytes: Int) {
         if let lines = server.accessLines {
             if let earlier = pendingLine { lines.append(earlier) }
             pendingLine = HTTPAccessLines.entry(request, status: status, bytes: bytes, startedAt: logStartedAt)
         }
-        self.request = nil
         phase = .writing
         lastOutputLength = -1
         if server.draining {
@@ -89,9 +100,21 @@ final class HTTPConnectionState: @unchecked Sendable {
             let headers = evhttp_request_get_output_headers(request)
             if evhttp_find_header(headers, "Connection") == nil { _ = evhttp_add_header(headers, "Connection", "close") }
         }
-        evhttp_send_reply(request, Int32(status), nil, nil)
+    }
+
+    /// A streamed answer starts: its head goes out now, its pieces as they are written.
+    /// The request stays `request` (so a close frees it as any other) until `endStream`.
+    func beginStream(_ stream: HTTPStreamState, _ request: OpaquePointer, status: Int) {
+        prepareAnswer(request, status: status, bytes: 0)
+        self.stream = stream
+        evhttp_send_reply_start(request, Int32(status), nil)
         server.counters.noteAnswer(status: status)
-        server.flushLater(self)
+    }
+
+    /// The stream's end is queued: evhttp owns the request from here, as after an answer.
+    func endStream() {
+        stream = nil
+        request = nil
     }
 
     /// Writes the answer before the loop polls again, instead of after: evhttp only asks
@@ -141,6 +164,10 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// request, leaving it for the reply that would free it, which can no longer come
     /// from here. Such a request is freed now.
     func dropRequest() {
+        if let stream {
+            self.stream = nil
+            stream.gone()
+        }
         if let request, evhttp_request_get_connection(request) == nil { evhttp_request_free(request) }
         request = nil
     }

@@ -28,7 +28,9 @@ extension HTTPLoopServer {
                 }
             case .writing:
                 let length = outputLength(connection.raw)
-                if length != connection.lastOutputLength {
+                // Nothing waiting to be written is no fault of the client's: a stream
+                // between two pieces (an event stream's quiet minute, say).
+                if length != connection.lastOutputLength || length == 0 {
                     connection.lastOutputLength = length
                     connection.lastProgressAt = now
                 } else if now &- connection.lastProgressAt >= idleLimit {
@@ -70,6 +72,12 @@ extension HTTPLoopServer {
     func closeFlooding(_ connection: HTTPConnectionState) {
         guard connections[UnsafeMutableRawPointer(connection.raw)] === connection else { return }
         counters.noteRejection(status: 0)
+        evhttp_connection_free(connection.raw)
+    }
+
+    /// Closes `connection` now, whatever it is doing (an aborted stream), if still open.
+    func closeConnection(_ connection: HTTPConnectionState) {
+        guard !closed, connections[UnsafeMutableRawPointer(connection.raw)] === connection else { return }
         evhttp_connection_free(connection.raw)
     }
 

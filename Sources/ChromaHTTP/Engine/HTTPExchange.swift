@@ -13,8 +13,8 @@ final class HTTPExchange: @unchecked Sendable {
     // it, `respond` only queues a job to the connection's color, owned by that loop);
     // `answered` likewise, and `deinit` reads it only after every job holding the exchange
     // has released it; the rest is immutable.
-    private let server: HTTPLoopServer
-    private let connection: HTTPConnectionState
+    let server: HTTPLoopServer
+    let connection: HTTPConnectionState
     /// Which of the connection's requests this is: the connection's `request` is this
     /// exchange's only while the serials match.
     private let serial: UInt64
@@ -29,10 +29,18 @@ final class HTTPExchange: @unchecked Sendable {
         self.color = connection.color
     }
 
-    private func request() -> OpaquePointer? {
+    /// The evhttp request while this exchange may still answer it: not yet answered, not
+    /// streaming, its connection open.
+    func request() -> OpaquePointer? {
         server.loop.preconditionOnLoop("an HTTP request is read on its connection's loop")
-        return connection.serial == serial ? connection.request : nil
+        return connection.serial == serial && connection.stream == nil ? connection.request : nil
     }
+
+    /// The connection's current request is still this exchange's (answered or not).
+    var isCurrent: Bool { connection.serial == serial }
+
+    /// A streamed answer has begun: no 500 when the exchange goes.
+    func markAnswered() { answered = true }
 
     /// The method's name ("GET", …).
     var method: String {
@@ -207,7 +215,7 @@ final class HTTPExchange: @unchecked Sendable {
         }
     }
 
-    private func addHeaders(_ raw: OpaquePointer, _ headers: [(name: String, value: String)]) {
+    func addHeaders(_ raw: OpaquePointer, _ headers: [(name: String, value: String)]) {
         guard !headers.isEmpty else { return }
         let output = evhttp_request_get_output_headers(raw)
         for header in headers {
