@@ -223,4 +223,11 @@ void chroma_set_loop_index(int index);
 // `struct evhttp_request *`; loop thread, while the request lives.
 int chroma_http_request_version(const void *request);
 
+// Which of the headers a file route looks at an evhttp request carries, in one pass over its
+// input headers: CHROMA_HTTP_HAS_IF for any `If-…` header (the conditional ones and
+// `If-Range`), CHROMA_HTTP_HAS_RANGE for `Range`. Same rules as above.
+#define CHROMA_HTTP_HAS_IF 1
+#define CHROMA_HTTP_HAS_RANGE 2
+int chroma_http_request_conditions(const void *request);
+
 #endif

@@ -1,3 +1,4 @@
+import CChroma
 /// The validators of one version of a resource (RFC 9110 §8.8): what conditional requests
 /// are checked against.
 public struct HTTPValidators: Sendable, Equatable {
@@ -36,7 +37,8 @@ public enum HTTPPrecondition: Sendable, Equatable {
     /// `method` request of a resource with `validators`. A date that does not parse is
     /// ignored, as the RFC asks; a malformed tag list never matches.
     static func evaluate(method: String, validators: HTTPValidators, header: (String) -> String?) -> HTTPPrecondition {
-        let current = validators.etag.flatMap { EntityTag(Substring($0)) }
+        // Parsed only for a tag comparison: most requests carry no conditional header.
+        var current: EntityTag? { validators.etag.flatMap { EntityTag(Substring($0)) } }
         if let value = header("If-Match") {
             let holds: Bool
             switch EntityTag.list(value) {
@@ -119,6 +121,7 @@ extension HTTPExchange {
     /// nil to send the 200. Loop thread.
     func conditionalAnswer(validators: HTTPValidators, headers: [(name: String, value: String)])
         -> (status: Int, headers: [(name: String, value: String)])? {
+        guard conditions & CHROMA_HTTP_HAS_IF != 0 else { return nil }
         switch HTTPPrecondition.evaluate(method: method, validators: validators, header: header) {
         case .proceed:
             return nil

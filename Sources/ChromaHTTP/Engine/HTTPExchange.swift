@@ -1,4 +1,5 @@
 @_spi(Engine) import Chroma
+import CChroma
 import CLibevent
 import Glibc
 
@@ -77,6 +78,14 @@ final class HTTPExchange: @unchecked Sendable {
     func header(_ name: String) -> String? {
         guard let raw = request(), let value = evhttp_find_header(evhttp_request_get_input_headers(raw), name) else { return nil }
         return String(cString: value)
+    }
+
+    /// Which of the headers file answers look at the request carries: the
+    /// `CHROMA_HTTP_HAS_IF` bit for any `If-…` header, `CHROMA_HTTP_HAS_RANGE` for `Range`
+    /// (0 once it cannot be answered). One pass, no strings made: most requests have none.
+    var conditions: Int32 {
+        guard let raw = request() else { return 0 }
+        return chroma_http_request_conditions(UnsafeRawPointer(raw))
     }
 
     /// Every header, in order.

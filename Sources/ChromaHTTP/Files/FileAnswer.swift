@@ -1,3 +1,4 @@
+import CChroma
 import Glibc
 
 /// How a file route answers a request for one version of a file: the conditional headers
@@ -29,7 +30,7 @@ enum FileAnswer {
             return
         }
         var ranges = ByteRanges.whole
-        if let range = exchange.header("Range"), exchange.method == "GET",
+        if exchange.conditions & CHROMA_HTTP_HAS_RANGE != 0, let range = exchange.header("Range"), exchange.method == "GET",
            HTTPPrecondition.rangeApplies(ifRange: exchange.header("If-Range"), validators: validators) {
             ranges = ByteRanges.parse(range, size: size)
         }

@@ -10,6 +10,7 @@ enum StaticPath {
     }
 
     static func resolve(_ encoded: String) -> Resolution {
+        if isPlain(encoded) { return .file(encoded) }
         var decoded: [UInt8] = []
         decoded.reserveCapacity(encoded.utf8.count)
         var bytes = encoded.utf8.makeIterator()
@@ -31,6 +32,31 @@ enum StaticPath {
         if segments.isEmpty || decoded.last == UInt8(ascii: "/") { segments.append(ArraySlice("index.html".utf8)) }
         let joined = segments.joined(separator: [UInt8(ascii: "/")])
         return .file(String(decoding: Array(joined), as: UTF8.self))
+    }
+
+    /// Whether `encoded` is already its own resolution: nothing to decode, no NUL, no
+    /// empty, `.` or `..` segment, not a directory. One pass and no copy, for the common
+    /// request.
+    private static func isPlain(_ encoded: String) -> Bool {
+        var length = 0, dots = 0  // of the current segment
+        var any = false
+        for byte in encoded.utf8 {
+            any = true
+            switch byte {
+            case UInt8(ascii: "%"), 0:
+                return false
+            case UInt8(ascii: "/"):
+                if length == 0 || (length == dots && dots <= 2) { return false }
+                length = 0
+                dots = 0
+            case UInt8(ascii: "."):
+                length += 1
+                dots += 1
+            default:
+                length += 1
+            }
+        }
+        return any && length > 0 && !(length == dots && dots <= 2)
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {
