@@ -24,7 +24,7 @@ struct HTTPCommand: ParsableCommand {
     @Option(help: "Rounds; each round runs every server in turn on a workload; medians are reported.")
     var rounds: Int = 3
 
-    @Option(help: "Connection counts for /hello and /file4k.bin, comma-separated.")
+    @Option(help: "Connection counts for /hello, /file4k.bin, its revalidation (304) and a 1 MiB range, comma-separated.")
     var connections: String = "64"
 
     @Option(help: "Connections of the heavy-load /hello run, compared with the first --connections count; 0 skips it.")
@@ -89,8 +89,7 @@ struct HTTPCommand: ParsableCommand {
         }
         var workloads: [HTTPBenchWorkload] = []
         for count in lightCounts {
-            workloads.append(HTTPBenchWorkload(label: "/hello", path: "/hello", connections: count, needsFiles: false))
-            workloads.append(HTTPBenchWorkload(label: "/file4k", path: "/\(HTTPBenchDir.fileName)", connections: count, needsFiles: true))
+            workloads += HTTPBenchWorkload.light(connections: count, work: work)
         }
         if heavy > 0, !lightCounts.contains(heavy) {
             workloads.append(HTTPBenchWorkload(label: "/hello", path: "/hello", connections: heavy, needsFiles: false))
@@ -98,7 +97,7 @@ struct HTTPCommand: ParsableCommand {
         var plan: [(HTTPBenchWorkload, Int, HTTPBenchServer)] = []
         for workload in workloads {
             for round in 1...rounds {
-                for server in chosen where server.servesFiles || !workload.needsFiles {
+                for server in chosen where workload.runs(on: server) {
                     plan.append((workload, round, server))
                 }
             }
@@ -119,7 +118,7 @@ struct HTTPCommand: ParsableCommand {
         // Rows, in plan order: workload, then server.
         var summaries: [HTTPBenchRow] = []
         for workload in workloads {
-            for server in chosen where server.servesFiles || !workload.needsFiles {
+            for server in chosen where workload.runs(on: server) {
                 let name = "\(server.name) \(workload.name)"
                 summaries.append(HTTPBenchRow(name: name, server: server.name, workload: workload.name,
                                               results: results[name] ?? [], failures: failures[name] ?? []))
@@ -249,17 +248,21 @@ struct HTTPCommand: ParsableCommand {
             if !child.stop() { note("\(server.name) did not exit within 5 s of SIGTERM; killed") }
         }
         let url = "http://127.0.0.1:\(port)\(workload.path)"
+        let status = probeStatus(port: port, path: workload.path, headers: workload.headers)
+        guard status == workload.expectedStatus else {
+            return .failure(HTTPBenchSkip("answered \(status.map(String.init) ?? "nothing") to the probe, not \(workload.expectedStatus): not measured"))
+        }
         if warmup > 0 {
             progress("\(step), warm-up \(warmup)s")
-            _ = runWrk(url: url, connections: workload.connections, seconds: warmup)
+            _ = runWrk(url: url, headers: workload.headers, connections: workload.connections, seconds: warmup)
         }
         progress("\(step), measuring \(duration)s")
-        return runWrk(url: url, connections: workload.connections, seconds: duration)
+        return runWrk(url: url, headers: workload.headers, connections: workload.connections, seconds: duration)
     }
 
-    private func runWrk(url: String, connections: Int, seconds: Int) -> Result<WrkResult, HTTPBenchSkip> {
+    private func runWrk(url: String, headers: [String], connections: Int, seconds: Int) -> Result<WrkResult, HTTPBenchSkip> {
         let threads = min(wrkThreads, connections)  // wrk refuses fewer connections than threads
-        let arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", url]
+        let arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency"] + headers.flatMap { ["-H", $0] } + [url]
         guard let run = runCapturingOutput("wrk", arguments, limit: Double(seconds) + 30) else {
             return .failure(HTTPBenchSkip("could not start wrk"))
         }
@@ -292,6 +295,8 @@ struct HTTPCommand: ParsableCommand {
             add("chroma /file4k c\(count)", "c-evhttp /file4k c\(count)")
             add("chroma /file4k c\(count)", "hummingbird /file4k c\(count)")
             add("chroma /file4k c\(count)", "nginx /file4k c\(count)", .atLeast(1.0))
+            add("chroma /file4k 304 c\(count)", "nginx /file4k 304 c\(count)")
+            add("chroma range 1MiB c\(count)", "nginx range 1MiB c\(count)")
         }
         guard heavy > 0, !lightCounts.contains(heavy) else { return out }
         let light = lightCounts[0]
@@ -320,15 +325,6 @@ struct HTTPBenchServer {
     let name: String
     let servesFiles: Bool
     let command: (UInt16) -> (String, [String])?
-}
-
-/// One wrk load: a path and a connection count, named like `/hello c64`.
-struct HTTPBenchWorkload {
-    let label: String
-    let path: String
-    let connections: Int
-    let needsFiles: Bool
-    var name: String { "\(label) c\(connections)" }
 }
 
 /// Why a server or a run was left out.
@@ -569,34 +565,6 @@ private func runCapturingOutput(_ path: String, _ arguments: [String], limit: Do
     return (String(decoding: output, as: UTF8.self), exitCode, timedOut)
 }
 
-/// The run's temporary directory: `root/` (served; holds the 4 KiB file), `logs/` (the
-/// servers' stderr) and `nginx/` (nginx's prefix). World-readable: nginx's workers run as
-/// an unprivileged user when started by root.
-struct HTTPBenchDir {
-    static let fileName = "file4k.bin"
-    let path: String
-    var root: String { path + "/root" }
-    var logs: String { path + "/logs" }
-    var nginxPrefix: String { path + "/nginx" }
-
-    init() throws {
-        var template = Array("/tmp/chroma-bench-http-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw HTTPBenchSkip("mkdtemp /tmp/chroma-bench-http-XXXXXX failed: errno \(errno)") }
-        path = String(cString: made)
-        chmod(path, 0o755)
-        for dir in [root, logs, nginxPrefix, nginxPrefix + "/logs"] where mkdir(dir, 0o755) != 0 {
-            throw HTTPBenchSkip("mkdir \(dir) failed: errno \(errno)")
-        }
-        // 4096 deterministic bytes: a repeating printable pattern.
-        let bytes = (0..<4096).map { UInt8(ascii: "a") + UInt8(($0 * 7 + $0 / 26) % 26) }
-        guard writeWholeFile(root + "/" + Self.fileName, String(decoding: bytes, as: UTF8.self)) else {
-            throw HTTPBenchSkip("writing \(root)/\(Self.fileName) failed: errno \(errno)")
-        }
-    }
-
-    func remove() { removeTree(path) }
-}
-
 /// Deletes `path` and everything under it (without following symlinks).
 func removeTree(_ path: String) {
     var info = stat()
@@ -632,7 +600,7 @@ func readWholeFile(_ path: String) -> String? {
     return String(decoding: bytes, as: UTF8.self)
 }
 
-private func writeWholeFile(_ path: String, _ text: String) -> Bool {
+func writeWholeFile(_ path: String, _ text: String) -> Bool {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     guard fd >= 0 else { return false }
     defer { close(fd) }

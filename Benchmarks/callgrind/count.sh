@@ -30,7 +30,8 @@
 #    REQUESTS. The total is the dump's `summary:` line, the one callgrind_annotate reports:
 #    after a zeroing, callgrind 3.19's `totals:` line (the sum of the dumped cost lines) runs
 #    slightly higher, while `summary:` agrees with the difference of two whole runs of
-#    different request counts.
+#    different request counts. Then the same for `GET /file4k.bin` (4,096 bytes, answered
+#    from the loop's file cache) on a second connection.
 #
 # valgrind 3.19 cannot read the DWARF that Swift's toolchain writes, so both programs run as
 # copies with their debug sections removed (objcopy --strip-debug): the code and the symbol
@@ -149,10 +150,6 @@ for _ in $(seq 300); do
 done
 [ -n "$port" ] || fail "chroma-httpd did not start listening within 60 s"
 
-coproc CLIENT { exec python3 "$here/hello-client.py" "$port" "$WARMUP" "$REQUESTS"; }
-client_pid=$CLIENT_PID
-client_out=${CLIENT[0]}
-client_in=${CLIENT[1]}
 expect() {  # waits for the client's line "$1 ..." (at most 300 s)
     local line=""
     read -r -t 300 -u "$client_out" line || fail "the client stopped answering while waiting for '$1'"
@@ -162,19 +159,35 @@ control() {  # callgrind_control exits 0 even when it reaches no process: look f
     timeout 60 callgrind_control "$1" "$server_pid" >"$tmp/control.log" 2>&1 || true
     grep -q '^ *OK' "$tmp/control.log" || fail "callgrind_control $1 failed: $(cat "$tmp/control.log")"
 }
-expect warm
-control -z
-echo go >&"$client_in"
-expect done
-control -d
-echo close >&"$client_in"
-wait "$client_pid" || fail "the client failed"
-client_pid=""
-[ -s "$tmp/httpd.out.1" ] || fail "callgrind wrote no dump after the requests"
-hello_ir=$(awk '/^summary:/ { print $2 }' "$tmp/httpd.out.1")
-[ -n "$hello_ir" ] || fail "the dump has no summary line"
-per_request=$(awk -v a="$hello_ir" -v n="$REQUESTS" 'BEGIN { printf "%.0f", a / n }')
+# Prints the instructions per request of one client run (dump number $1; the client's
+# extra arguments follow): zeroed after the warm-up, dumped after the counted requests.
+count_requests() {
+    local dump=$1
+    shift
+    coproc CLIENT { exec python3 "$here/hello-client.py" "$port" "$WARMUP" "$REQUESTS" "$@"; }
+    client_pid=$CLIENT_PID
+    client_out=${CLIENT[0]}
+    client_in=${CLIENT[1]}
+    expect warm
+    control -z
+    echo go >&"$client_in"
+    expect done
+    control -d
+    echo close >&"$client_in"
+    wait "$client_pid" || fail "the client failed"
+    client_pid=""
+    [ -s "$tmp/httpd.out.$dump" ] || fail "callgrind wrote no dump after the requests"
+    local total
+    total=$(awk '/^summary:/ { print $2 }' "$tmp/httpd.out.$dump")
+    [ -n "$total" ] || fail "the dump has no summary line"
+    awk -v a="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", a / n }'
+}
+per_request=$(count_requests 1)
+# /file4k.bin: 4,096 bytes from the loop's file cache.
+head -c 4096 /dev/zero | tr '\0' 'f' >"$tmp/root/file4k.bin"
+per_file=$(count_requests 2 /file4k.bin "$tmp/root/file4k.bin")
 
 echo "$(valgrind --version), callgrind instruction counts (Ir), binaries from $bin"
 echo "local callback ($DISPATCH_LOOPS loop(s), stealing $DISPATCH_STEALING): $per_callback instructions  (loop thread; $(grouped $((long_n - short_n))) callbacks: the ${LONG} s run's $(grouped "$long_n") minus the ${SHORT} s run's $(grouped "$short_n"); whole ${LONG} s thread / its callbacks: $whole_thread)"
 echo "/hello request: $(grouped "$per_request") instructions  (whole process; $(grouped "$REQUESTS") requests on one keep-alive connection after $WARMUP warm-up ones, all answered 200 'Hello, World!')"
+echo "/file4k.bin request: $(grouped "$per_file") instructions  (the same, on a second connection, all answered 200 with the 4,096-byte cached file)"

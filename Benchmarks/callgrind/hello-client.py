@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""One keep-alive connection sending `GET /hello` requests one after another.
+"""One keep-alive connection sending `GET /hello` (or PATH) requests one after another.
 
-    hello-client.py PORT WARMUP REQUESTS
+    hello-client.py PORT WARMUP REQUESTS [PATH BODY_FILE]
 
 Each request is sent only after the previous answer has been read in full (status line,
 headers, a Content-Length body), so the server sees exactly one request in flight. Every
-answer must be `200` with the body `Hello, World!`; anything else, a closed connection or a
+answer must be `200` with the body `Hello, World!` (or BODY_FILE's bytes); anything else, a closed connection or a
 stalled answer (10 s) ends the client with a message on stderr and status 1.
 
 The client talks with whoever started it through its stdin and stdout, so that the server's
@@ -18,7 +18,6 @@ import socket
 import sys
 
 BODY = b"Hello, World!"
-REQUEST = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 def fail(message):
@@ -27,7 +26,9 @@ def fail(message):
 
 
 class Connection:
-    def __init__(self, port):
+    def __init__(self, port, path, body):
+        self.request_bytes = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        self.body = body
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
@@ -39,7 +40,7 @@ class Connection:
         self.buffer += chunk
 
     def request(self, number):
-        self.sock.sendall(REQUEST)
+        self.sock.sendall(self.request_bytes)
         while b"\r\n\r\n" not in self.buffer:
             self.fill()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -59,13 +60,18 @@ class Connection:
         while len(self.buffer) < length:
             self.fill()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
-        if body != BODY:
+        if body != self.body:
             fail(f"request {number}: body {body!r}")
 
 
 def main():
     port, warmup, requests = (int(a) for a in sys.argv[1:4])
-    connection = Connection(port)
+    path, body = b"/hello", BODY
+    if len(sys.argv) > 5:
+        path = sys.argv[4].encode()
+        with open(sys.argv[5], "rb") as f:
+            body = f.read()
+    connection = Connection(port, path, body)
     try:
         for n in range(warmup):
             connection.request(n + 1)
