@@ -144,7 +144,7 @@ struct HTTPCommand: ParsableCommand {
         let roundsText = rounds > 1 ? "median of \(rounds) rounds, servers interleaved" : "1 round"
         print("wrk -t\(wrkThreads) --latency over loopback; every server \(loops) thread(s)/loop(s)/worker(s); "
               + "\(duration)s per run \(warmupText); \(roundsText)")
-        let widths = [9, 13, 10, 10, 10]
+        let widths = [9, 16, 10, 10, 10]
         print((zip(["server", "workload", "k req/s", "p50 us", "p99 us"], widths).map { $0.padded(to: $1) } + ["errors"]).joined(separator: " "))
         for summary in summaries {
             var cells = [summary.server, summary.workload]

@@ -11,8 +11,16 @@ final class HTTPValidatorTests: XCTestCase {
         XCTAssertEqual(HTTPDateText.parse("Sunday, 06-Nov-94 08:49:37 GMT"), seconds)
         XCTAssertEqual(HTTPDateText.parse("Sun Nov  6 08:49:37 1994"), seconds)
         XCTAssertEqual(HTTPDateText.parse(HTTPDateText.format(1_796_000_000)), 1_796_000_000)
+        // The fixdate fast path against libc's calendar, leap years and centuries included.
+        for seconds in stride(from: -2_000_000_000, through: 8_000_000_000, by: 7_777_777) {
+            XCTAssertEqual(HTTPDateText.parse(HTTPDateText.format(seconds)), seconds, HTTPDateText.format(seconds))
+        }
+        XCTAssertEqual(HTTPDateText.parse("Thu, 29 Feb 2024 23:59:60 GMT"), 1_709_251_200)
+        XCTAssertTrue(HTTPExchange.keptIn304("ETag") && HTTPExchange.keptIn304("last-modified") && HTTPExchange.keptIn304("Cache-Control"))
+        XCTAssertFalse(HTTPExchange.keptIn304("Content-Type") || HTTPExchange.keptIn304("ETags") || HTTPExchange.keptIn304("Content-Length"))
         for bad in ["", "yesterday", "Sun, 06 Nov 1994 08:49 GMT", "Sun, 32 Nov 1994 08:49:37 GMT",
-                    "Sun, 06 Nov 1994 08:49:37 PST", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:00:00 GMT"] {
+                    "Sun, 06 Nov 1994 08:49:37 PST", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:00:00 GMT",
+                    "Sun, 06 Nov 1994 08:49:3x GMT"] {
             XCTAssertNil(HTTPDateText.parse(bad), bad)
         }
     }

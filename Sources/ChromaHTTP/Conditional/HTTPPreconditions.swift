@@ -127,10 +127,22 @@ extension HTTPExchange {
             return nil
         case .notModified:
             // What a 304 must repeat of the 200 (RFC 9110 §15.4.5), and nothing about a body.
-            let kept: Set<String> = ["etag", "last-modified", "cache-control", "expires", "vary", "content-location"]
-            return (304, headers.filter { kept.contains($0.name.lowercased()) })
+            return (304, headers.filter { HTTPExchange.keptIn304($0.name) })
         case .failed:
             return (412, [("Content-Type", "text/plain; charset=utf-8")])
+        }
+    }
+}
+
+extension HTTPExchange {
+    /// What a 304 must repeat of the 200 (RFC 9110 §15.4.5), lowercase.
+    private static let keptIn304Names = ["etag", "last-modified", "cache-control", "expires", "vary", "content-location"]
+
+    /// Whether header `name` (any case) is one a 304 repeats; compared byte-wise, with no
+    /// lowercased copy made.
+    static func keptIn304(_ name: String) -> Bool {
+        keptIn304Names.contains { kept in
+            kept.utf8.count == name.utf8.count && zip(kept.utf8, name.utf8).allSatisfy { $0 == $1 | 0x20 }
         }
     }
 }
