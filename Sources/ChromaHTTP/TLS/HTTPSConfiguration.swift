@@ -42,14 +42,16 @@ public final class HTTPSConfiguration: @unchecked Sendable {
             throw .invalidArgument(operation: operation,
                                    detail: "\(certificateFile) holds no PEM certificate (\(Self.takeErrorText()))")
         }
-        guard SSL_CTX_use_PrivateKey_file(context, keyFile, SSL_FILETYPE_PEM) == 1 else {
+        // Loading the key already compares it with the certificate; the check after it
+        // catches a chain whose first certificate OpenSSL kept without its key.
+        guard SSL_CTX_use_PrivateKey_file(context, keyFile, SSL_FILETYPE_PEM) == 1, SSL_CTX_check_private_key(context) == 1 else {
             SSL_CTX_free(context)
-            throw .invalidArgument(operation: operation, detail: "\(keyFile) holds no PEM private key (\(Self.takeErrorText()))")
-        }
-        guard SSL_CTX_check_private_key(context) == 1 else {
-            SSL_CTX_free(context)
-            throw .invalidArgument(operation: operation,
-                                   detail: "the key in \(keyFile) does not match the certificate in \(certificateFile) (\(Self.takeErrorText()))")
+            let (reason, text) = Self.takeError()
+            if reason == X509_R_KEY_VALUES_MISMATCH || reason == SSL_R_PRIVATE_KEY_MISMATCH {
+                throw .invalidArgument(operation: operation,
+                                       detail: "the key in \(keyFile) does not match the certificate in \(certificateFile) (\(text))")
+            }
+            throw .invalidArgument(operation: operation, detail: "\(keyFile) holds no PEM private key (\(text))")
         }
         self.context = context
         self.certificateFile = certificateFile
@@ -67,13 +69,16 @@ public final class HTTPSConfiguration: @unchecked Sendable {
 
     /// The oldest error on this thread's OpenSSL queue, as text, and the queue emptied
     /// (libevent reads the same thread-local queue for its connections).
-    private static func takeErrorText() -> String {
+    private static func takeErrorText() -> String { takeError().text }
+
+    /// The oldest error's reason code and text, the queue emptied.
+    private static func takeError() -> (reason: Int32, text: String) {
         let code = ERR_get_error()
         ERR_clear_error()
-        guard code != 0 else { return "no OpenSSL error recorded" }
+        guard code != 0 else { return (0, "no OpenSSL error recorded") }
         var text = [CChar](repeating: 0, count: 256)
         ERR_error_string_n(code, &text, text.count)
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return (ERR_GET_REASON(code), String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     // MARK: Connections (the engine, loop thread)
