@@ -10,6 +10,9 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 
+// Declared in event2/bufferevent.h, which CLibevent's module may own: this module's own copy.
+static inline int chroma_tls_bev_close_on_free(void) { return BEV_OPT_CLOSE_ON_FREE; }
+
 // OpenSSL's setters below are macros over SSL_CTX_ctrl, which Swift does not import.
 static inline int chroma_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
     return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);

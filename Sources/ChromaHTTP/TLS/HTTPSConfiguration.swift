@@ -92,7 +92,7 @@ public final class HTTPSConfiguration: @unchecked Sendable {
             return nil
         }
         guard let bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                       Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+                                                       chroma_tls_bev_close_on_free()) else {
             SSL_free(ssl)  // libevent takes the session only when it succeeds
             return nil
         }
