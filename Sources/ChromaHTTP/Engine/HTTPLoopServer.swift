@@ -24,7 +24,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     /// The certificate and key of an HTTPS server; nil for plain HTTP.
     let tls: HTTPSConfiguration?
     /// `tls != nil`: connections are OpenSSL bufferevents, whose socket carries TLS
-    /// records, so nothing may write the socket directly (see `flushLater`).
+    /// records, so nothing may write the socket directly (see `HTTPConnectionState.flush`).
     let isTLS: Bool
     private let handler: @Sendable (HTTPExchange) -> Void
     var http: OpaquePointer?
@@ -245,10 +245,7 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     /// Queues `connection`'s answer for `flushAnswers`. The job is queued on this loop's
     /// run queue, whose wakeup event runs after the I/O events already active in this
     /// iteration, before the next poll.
-    /// Under TLS nothing is queued: `flush` writes the output's plain bytes to the socket,
-    /// which only the OpenSSL bufferevent may do (it encrypts them), at the next poll.
     func flushLater(_ connection: HTTPConnectionState) {
-        if isTLS { return }
         unflushed.append((connection, connection.serial))
         if unflushed.count >= HTTPLoopServer.flushBatch {
             flushAnswers()

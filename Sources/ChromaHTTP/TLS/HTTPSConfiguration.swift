@@ -112,12 +112,17 @@ public final class HTTPSConfiguration: @unchecked Sendable {
         ERR_clear_error()
     }
 
-    /// Encrypts `bytes` onto `bev`'s socket now, bypassing its output buffer, when the
-    /// handshake is finished. Only while the bufferevent has nothing of its own to write:
-    /// OpenSSL requires a write it left unfinished to be retried with the same bytes.
-    static func writeNow(_ bev: OpaquePointer, _ bytes: UnsafeRawBufferPointer) {
-        guard let ssl = bufferevent_openssl_get_ssl(bev), SSL_is_init_finished(ssl) == 1, bytes.count > 0 else { return }
-        _ = SSL_write(ssl, bytes.baseAddress, Int32(bytes.count))
+    /// Encrypts `bytes` onto `bev`'s socket now, past its output buffer, once the handshake
+    /// is finished; returns how many the session took (0 when it took none: the socket is
+    /// full, or the session failed, which the bufferevent's next write then reports).
+    /// OpenSSL requires a refused write to be retried with the same bytes, at least as many:
+    /// so only bytes the bufferevent itself would write next (the start of its output, when
+    /// it has no write of its own pending), or while it will write nothing else.
+    @discardableResult
+    static func writeNow(_ bev: OpaquePointer, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let ssl = bufferevent_openssl_get_ssl(bev), SSL_is_init_finished(ssl) == 1, bytes.count > 0 else { return 0 }
+        let taken = SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
         ERR_clear_error()
+        return max(0, Int(taken))
     }
 }
