@@ -104,6 +104,21 @@ final class HTTPSTests: XCTestCase {
         let head = try String(contentsOfFile: scratch.path + "/head.txt", encoding: .utf8)
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 206"), head)
         XCTAssertTrue(range.output == Array(big[1_000_000...2_100_000]), "the slice, byte for byte (\(range.output.count) bytes)")
+        // Twice on one connection: the second answer starts where the first one's writes left the session.
+        let twice = try https(server, ["-w", "%{num_connects}", url(server, "/files/big.bin"), url(server, "/files/big.bin")])
+        XCTAssertEqual(twice.status, 0)
+        XCTAssertTrue(twice.output == big + Array("1".utf8) + big + Array("0".utf8), "both answers byte for byte, one connection (\(twice.output.count) bytes)")
+    }
+
+    func testAHeadOverTheLimitIsAnswered413OverTLS() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime)
+        // 20 KB: more than one TLS record, so the limit is seen before the head's end.
+        let header = "X-Big: " + String(repeating: "a", count: 20_000)
+        let result = try https(server, ["-H", header, "-o", "/dev/null", "-w", "%{http_code}", url(server, "/hello")])
+        XCTAssertEqual(String(decoding: result.output, as: UTF8.self), "413")
+        let good = try https(server, [url(server, "/hello")])
+        XCTAssertEqual(String(decoding: good.output, as: UTF8.self), "Hello, World!")
     }
 
     func testAStreamedAnswerArrivesByteExact() throws {
