@@ -5,11 +5,14 @@ PEER_DIR := .build/peers
 
 .PHONY: setup build test tsan bench bench-tools examples peers clean
 
-# Installs libevent-dev only when pkg-config cannot find libevent_pthreads, and curl (the
-# HTTP tests' client) only when missing. Idempotent.
+# Installs libevent-dev only when pkg-config cannot find libevent_pthreads, libssl-dev (for
+# HTTPS) only when it cannot find libevent_openssl and openssl, and curl and the openssl CLI
+# (the HTTP tests' client and certificate maker) only when missing. Idempotent.
 setup:
 	@missing=""; \
 	{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libevent_pthreads; } || missing="$$missing libevent-dev pkg-config"; \
+	{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libevent_openssl openssl; } || missing="$$missing libssl-dev"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \

@@ -38,6 +38,13 @@ let package = Package(
             pkgConfig: "libevent_pthreads",
             providers: [.apt(["libevent-dev"])]
         ),
+        // libevent's OpenSSL bufferevents and OpenSSL itself, for HTTPS; `make setup` installs
+        // libssl-dev when missing.
+        .systemLibrary(
+            name: "CLibeventOpenSSL",
+            pkgConfig: "libevent_openssl",
+            providers: [.apt(["libevent-dev", "libssl-dev"])]
+        ),
         // What Swift cannot express: real `_Thread_local`s (the current loop, color, pool
         // worker and callback passes), and calls that need `_GNU_SOURCE` or awkward C macros
         // (CPU pinning, thread names, a CPU pause, TCP_NODELAY, an epoll probe, preadv2 with
@@ -53,11 +60,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // HTTP/1.1 on the runtime: routes, limits and static files over its own evhttp engine
-        // (Engine/), which reaches the loops through Chroma's `@_spi(Engine)`.
+        // HTTP/1.1 (and HTTPS, TLS/) on the runtime: routes, limits and static files over its
+        // own evhttp engine (Engine/), which reaches the loops through Chroma's `@_spi(Engine)`.
         .target(
             name: "ChromaHTTP",
-            dependencies: ["Chroma", "CLibevent", "CChroma", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Chroma", "CLibevent", "CLibeventOpenSSL", "CChroma", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // The runtime's and HTTP servers' counters published to swift-metrics.
         .target(

@@ -3,8 +3,10 @@
 // ones from each loop's memory cache, big ones with sendfile; `GET /events` is a stream of
 // server-sent events, one a second, until the client leaves. Each connection has its own
 // color, so its requests are answered in order while other connections run in parallel.
+// With --tls-cert and --tls-key it serves HTTPS instead, on the same port.
 //
 //   chroma-httpd --port P --root DIR [--loops N] [--stealing on|off] [--stats SECONDS] [--listing] [--access-log FILE|-]
+//                [--tls-cert FILE --tls-key FILE]
 //
 // SIGTERM drains (requests in progress finish, at most 3 s), SIGINT stops at once.
 import ArgumentParser
@@ -45,7 +47,16 @@ struct ChromaHTTPD: ParsableCommand {
     @Option(help: ArgumentHelp("Append one line per request (common log format plus the duration in seconds) to this file; - for standard output.", valueName: "file"))
     var accessLog: String?
 
+    @Option(help: ArgumentHelp("Serve HTTPS with this PEM certificate chain (the server's certificate first); needs --tls-key.", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The PEM private key of --tls-cert (unencrypted); needs --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
     func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together: give both for HTTPS, or neither for HTTP")
+        }
         if let stats, !(stats > 0 && stats <= 86_400) {
             throw ValidationError("--stats must be a number of seconds in (0, 86400], not \(stats)")
         }
@@ -86,9 +97,15 @@ struct ChromaHTTPD: ParsableCommand {
         }
         routes.files(at: "/", StaticFiles(root: root, directoryListing: listing))
 
+        // Loaded before the runtime starts, so a bad certificate or key stops here with its path.
+        let tls = try tlsCert.map { cert throws(ChromaError) in try HTTPSConfiguration(certificateFile: cert, keyFile: tlsKey!) }
         try runtime.start()
         let log = try accessLog.map { path throws(ChromaError) in path == "-" ? HTTPAccessLog.standardOutput : try HTTPAccessLog(path: path) }
-        let server = try runtime.serveHTTP(port: UInt16(port), accessLog: log, routes: routes)
+        let server = if let tls {
+            try runtime.serveHTTPS(port: UInt16(port), tls: tls, accessLog: log, routes: routes)
+        } else {
+            try runtime.serveHTTP(port: UInt16(port), accessLog: log, routes: routes)
+        }
         // SIGTERM (a deploy, a restart): finish the requests in progress, at most 3 s, then exit.
         // SIGINT: stop at once.
         try runtime.onSignal(SIGTERM) { server.drain(timeout: .seconds(3)) { _ in runtime.stop() } }
@@ -103,7 +120,7 @@ struct ChromaHTTPD: ParsableCommand {
                 _ = try? runtime.blocking(on: .main, lane: .short) { writeAll(1, text) } completion: { _ in }
             }
         }
-        print("chroma-httpd listening on port \(server.port) with \(loops) loop(s), serving \(root)")
+        print("chroma-httpd listening on port \(server.port)\(tls == nil ? "" : " (HTTPS)") with \(loops) loop(s), serving \(root)")
         fflush(nil)  // the listening line must reach a pipe before any client connects
         try runtime.run()
     }

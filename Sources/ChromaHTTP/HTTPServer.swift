@@ -174,3 +174,22 @@ extension Runtime {
         return HTTPServer(engine: engine, router: router)
     }
 }
+
+extension Runtime {
+    /// Serves HTTPS (HTTP/1.1 over TLS 1.2 or later) on `port` at `host`, with the
+    /// certificate and key in `tls`; everything else as `serveHTTP`, whose parameters these
+    /// are. Any thread.
+    ///
+    /// A client that fails the handshake (plain HTTP on this port, an unknown protocol
+    /// version) only loses its own connection. File answers are encrypted from memory (a
+    /// mapping of the file), not sent with sendfile. Throws as `serveHTTP`.
+    @discardableResult
+    public func serveHTTPS(host: String = "0.0.0.0", port: UInt16, tls: HTTPSConfiguration, backlog: Int32 = 1024,
+                           limits: HTTPLimits = HTTPLimits(), accessLog: HTTPAccessLog? = nil,
+                           routes: HTTPRoutes) throws(ChromaError) -> HTTPServer {
+        let router = Router(routes: routes, runtime: self)
+        let engine = try startHTTPEngine(host: host, port: port, backlog: backlog, limits: limits, accessLog: accessLog,
+                                         tls: tls, handler: { router.dispatch($0) })
+        return HTTPServer(engine: engine, router: router)
+    }
+}

@@ -127,14 +127,21 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// out in the changelist); if not, the bufferevent writes the rest when the socket is
     /// writable, as before. This is what the bufferevent's own write callback does, one
     /// poll earlier (the output's start is frozen except while the bufferevent writes).
+    /// Under TLS the bytes go through the session (`writeThroughSession`), never to the
+    /// socket as they are.
     func flush(serial: UInt64) {
         // Only the answer this flush was queued for, still unsent by the bufferevent.
         guard phase == .writing, serial == self.serial, let bev = evhttp_connection_get_bufferevent(raw) else { return }
         let output = bufferevent_get_output(bev)
         guard evbuffer_get_length(output) > 0 else { return }
-        evbuffer_unfreeze(output, 1)
-        _ = evbuffer_write(output, bufferevent_getfd(bev))
-        evbuffer_freeze(output, 1)
+        if server.isTLS {
+            // An OpenSSL bufferevent leaves its output unfrozen (it drains it as it writes).
+            writeThroughSession(bev, output)
+        } else {
+            evbuffer_unfreeze(output, 1)
+            _ = evbuffer_write(output, bufferevent_getfd(bev))
+            evbuffer_freeze(output, 1)
+        }
         if evbuffer_get_length(output) == 0 {
             // Runs evhttp's write callback now: it completes the request (our completion
             // callback, maybe the connection's close) before this returns.
@@ -148,6 +155,27 @@ final class HTTPConnectionState: @unchecked Sendable {
             // meanwhile waits in the kernel, which also bounds it.
             bufferevent_disable(bev, chroma_ev_read())
             readPausedForAnswer = true
+        }
+    }
+
+    /// What the OpenSSL bufferevent's own write does, one poll earlier: one session write
+    /// per piece of the output's first 16 KiB (its limit for one write), in at most 8
+    /// pieces, stopping at the first the session does not take whole, then the output
+    /// drained by what it took. A refused piece is the start of the output afterwards, and
+    /// the bufferevent's next write offers it again, at least as long: what OpenSSL needs
+    /// of a retry. Called only on an answer's first flush, before the bufferevent has
+    /// written any of it, so no write of its own is pending.
+    private func writeThroughSession(_ bev: OpaquePointer, _ output: OpaquePointer?) {
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { pieces in
+            let count = min(Int(evbuffer_peek(output, 16 * 1024, nil, pieces.baseAddress, 8)), 8)
+            var taken = 0
+            for index in 0..<count where pieces[index].iov_len > 0 {
+                let piece = UnsafeRawBufferPointer(start: pieces[index].iov_base, count: pieces[index].iov_len)
+                let n = HTTPSConfiguration.writeNow(bev, piece)
+                taken += n
+                if n < piece.count { break }
+            }
+            if taken > 0 { evbuffer_drain(output, taken) }
         }
     }
 

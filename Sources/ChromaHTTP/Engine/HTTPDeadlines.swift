@@ -93,11 +93,14 @@ extension HTTPLoopServer {
 
     /// Writes `answer` straight to the socket and frees the connection. Only for a
     /// connection in `.waiting`: nothing else is being written then, so the short answer
-    /// fits the empty socket buffer.
+    /// fits the empty socket buffer. Under TLS it goes through the session, which then has
+    /// no write of its own pending.
     private func answerAndClose(_ connection: HTTPConnectionState, _ answer: StaticString) {
         if let bev = evhttp_connection_get_bufferevent(connection.raw) {
             let fd = bufferevent_getfd(bev)
-            if fd >= 0 {
+            if isTLS {
+                HTTPSConfiguration.writeNow(bev, UnsafeRawBufferPointer(start: answer.utf8Start, count: answer.utf8CodeUnitCount))
+            } else if fd >= 0 {
                 _ = Glibc.send(fd, answer.utf8Start, answer.utf8CodeUnitCount, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
         }

@@ -131,11 +131,12 @@ final class HTTPEngine: Sendable {
 
 extension Runtime {
     /// Starts an HTTP engine on `port` (0: any free port) at `host`: one evhttp per loop,
-    /// each with its own SO_REUSEPORT socket. `handler` runs on the loop that accepted the
+    /// each with its own SO_REUSEPORT socket; with `tls`, every connection speaks HTTPS.
+    /// `handler` runs on the loop that accepted the
     /// connection, as the connection's color (a fresh color of that loop per connection).
     /// Throws `ChromaError` naming the failed call, or `.shutDown`/`.invalidState`.
     func startHTTPEngine(host: String, port: UInt16, backlog: Int32, limits: HTTPLimits, accessLog: HTTPAccessLog? = nil,
-                         handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
+                         tls: HTTPSConfiguration? = nil, handler: @escaping @Sendable (HTTPExchange) -> Void) throws(ChromaError) -> HTTPEngine {
         try requireRunning("serveHTTP")
         guard var address = ListenAddress(host: host, port: port) else {
             throw .invalidArgument(operation: "serveHTTP", detail: "\(host) is not an IPv4 or IPv6 address")
@@ -149,7 +150,8 @@ extension Runtime {
         do throws(ChromaError) {
             for loop in engineLoops {
                 address.port = boundPort
-                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, accessLog: accessLog, handler: handler)
+                let server = HTTPLoopServer(runtime: self, loop: loop, limits: limits, accessLog: accessLog, tls: tls,
+                                            handler: handler)
                 servers.append(server)
                 try server.bind(address: address, backlog: backlog)
                 boundPort = server.port

@@ -179,8 +179,9 @@ final class HTTPExchange: @unchecked Sendable {
             defer { evbuffer_file_segment_free(segment) }  // the buffer holds its own references
             // Marked as draining to a descriptor, the request's output takes the segment as a
             // sendfile chain (which moves into the socket's buffer as is); unmarked, libevent
-            // would mmap the whole file, or read it on the loop when mmap fails.
-            _ = evbuffer_set_flags(output, UInt64(EVBUFFER_FLAG_DRAINS_TO_FD))
+            // mmaps the whole file, or reads it on the loop when mmap fails. Under TLS it
+            // must stay unmarked: OpenSSL encrypts bytes in memory, and a sendfile chain has none.
+            if !server.isTLS { _ = evbuffer_set_flags(output, UInt64(EVBUFFER_FLAG_DRAINS_TO_FD)) }
             for part in parts {
                 switch part {
                 case .bytes(let bytes):

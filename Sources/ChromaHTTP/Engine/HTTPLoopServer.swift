@@ -21,6 +21,11 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     let counters = HTTPEngineCounters()
     /// This loop's access-log lines, when the server keeps a log.
     let accessLines: HTTPAccessLines?
+    /// The certificate and key of an HTTPS server; nil for plain HTTP.
+    let tls: HTTPSConfiguration?
+    /// `tls != nil`: connections are OpenSSL bufferevents, whose socket carries TLS
+    /// records, so nothing may write the socket directly (see `HTTPConnectionState.flush`).
+    let isTLS: Bool
     private let handler: @Sendable (HTTPExchange) -> Void
     var http: OpaquePointer?
     var listener: OpaquePointer?
@@ -40,8 +45,10 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     var registered = false
     private(set) var port: UInt16 = 0
 
-    init(runtime: Runtime, loop: EngineLoop, limits: HTTPLimits, accessLog: HTTPAccessLog?,
+    init(runtime: Runtime, loop: EngineLoop, limits: HTTPLimits, accessLog: HTTPAccessLog?, tls: HTTPSConfiguration?,
          handler: @escaping @Sendable (HTTPExchange) -> Void) {
+        self.tls = tls
+        self.isTLS = tls != nil
         self.runtime = runtime
         self.loop = loop
         self.loopColor = loop.loopColor
@@ -159,8 +166,12 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     /// extra reference until a job, queued now and run before the loop polls again, finds
     /// the connection evhttp made (the bufferevent's callback argument) and registers it;
     /// so a client that never finishes a request still gets its deadline.
+    /// For HTTPS the bufferevent is OpenSSL's, accepting a handshake.
     func newcomer(base: OpaquePointer) -> OpaquePointer? {
-        guard let bev = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else { return nil }
+        let made = if let tls { tls.acceptingBufferevent(base: base) } else {
+            bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        }
+        guard let bev = made else { return nil }
         bufferevent_incref(bev)
         newcomers.append(bev)
         if newcomers.count == 1 {
@@ -188,7 +199,10 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     }
 
     func connectionClosed(_ evcon: OpaquePointer) {
-        if let bev = evhttp_connection_get_bufferevent(evcon) { drainForClose(bufferevent_getfd(bev)) }
+        if let bev = evhttp_connection_get_bufferevent(evcon) {
+            if isTLS { HTTPSConfiguration.sendCloseNotify(bev) }
+            drainForClose(bufferevent_getfd(bev))
+        }
         guard let connection = connections.remove(UnsafeMutableRawPointer(evcon)) else { return }
         counters.closedConnections.add(1, ordering: .relaxed)
         connection.logPendingLine()
@@ -199,7 +213,8 @@ final class HTTPLoopServer: EngineSocketOwner, @unchecked Sendable {
     }
 
     /// Just before evhttp closes a socket: end our side and read away what the client
-    /// already sent (up to 64 KiB). Closing with unread input makes the kernel send a
+    /// already sent (up to 64 KiB; under TLS these are records nobody will decrypt, read
+    /// only so the close is not a reset). Closing with unread input makes the kernel send a
     /// reset, which can destroy an answer (a 408, a 413) the client has not read yet.
     private func drainForClose(_ fd: Int32) {
         guard fd >= 0 else { return }

@@ -77,10 +77,11 @@ final class HTTPStreamState: @unchecked Sendable {
 
     /// Cuts the answer short: what is already queued is written if the socket takes it
     /// now, then the connection closes without the last chunk, so the client sees the body
-    /// incomplete rather than an empty reply.
+    /// incomplete rather than an empty reply. Under TLS the queued bytes are dropped: only
+    /// the OpenSSL bufferevent may write its socket, and it writes at the next poll.
     func abort() {
         guard request != nil else { return }
-        if let bev = evhttp_connection_get_bufferevent(connection.raw) {
+        if !connection.server.isTLS, let bev = evhttp_connection_get_bufferevent(connection.raw) {
             let output = bufferevent_get_output(bev)
             evbuffer_unfreeze(output, 1)
             _ = evbuffer_write(output, bufferevent_getfd(bev))
