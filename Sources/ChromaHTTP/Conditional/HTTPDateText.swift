@@ -4,12 +4,17 @@ import Glibc
 enum HTTPDateText {
     /// IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
     static func format(_ seconds: Int) -> String {
+        utc(seconds, "%a, %d %b %Y %H:%M:%S GMT")
+    }
+
+    /// `seconds` since 1970 in UTC, written with strftime's `format` (at most 39 bytes).
+    static func utc(_ seconds: Int, _ format: String) -> String {
         var time = seconds
         var parts = tm()
         gmtime_r(&time, &parts)
         var text = [CChar](repeating: 0, count: 40)
         // strftime's names come from the C locale, which Chroma never changes.
-        let count = strftime(&text, text.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+        let count = strftime(&text, text.count, format, &parts)
         return String(decoding: text[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 

@@ -106,12 +106,7 @@ final class HTTPAccessLines: @unchecked Sendable {
         let now = coarseRealtimeSeconds()
         if now != second {
             second = now
-            var seconds = now
-            var parts = tm()
-            gmtime_r(&seconds, &parts)
-            var text = [CChar](repeating: 0, count: 40)
-            let count = strftime(&text, text.count, "%d/%b/%Y:%H:%M:%S +0000", &parts)
-            stamp = String(decoding: text[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            stamp = HTTPDateText.utc(now, "%d/%b/%Y:%H:%M:%S +0000")
         }
         return stamp
     }
