@@ -36,6 +36,41 @@ tsan: setup
 asan: setup
 	ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=1 $(SWIFT) test --disable-swift-testing --sanitize=address --scratch-path .build-asan
 
+# libFuzzer targets (Fuzz/), each run FUZZ_SECONDS (default 60) from its seed corpus in
+# Fuzz/Corpus/<name>; what they learn goes to .build-fuzz/corpus/<name>, a finding to
+# .build-fuzz/findings/ (and the run fails). Longer runs: make fuzz FUZZ_SECONDS=600; one
+# target: make fuzz FUZZ_TARGETS=resp. SwiftPM's --sanitize=fuzzer links libFuzzer's main;
+# the Swift flags come as one -sanitize=fuzzer,address because swiftc keeps only the last
+# of several -sanitize= flags and the order of SwiftPM's own is not fixed.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= http-head static-path line-framing resp
+FUZZ_BUILD := .build-fuzz
+fuzz: setup
+	for t in $(FUZZ_TARGETS); do \
+		CHROMA_FUZZ=1 $(SWIFT) build --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address --scratch-path $(FUZZ_BUILD) --product fuzz-$$t || exit 1; \
+	done
+	@mkdir -p $(FUZZ_BUILD)/findings
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_BUILD)/debug/fuzz-$$t \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/findings/$$t- \
+			$(FUZZ_BUILD)/corpus/$$t Fuzz/Corpus/$$t > $(FUZZ_BUILD)/$$t.log 2>&1; \
+		status=$$?; \
+		grep -E "^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)" $(FUZZ_BUILD)/$$t.log; \
+		if [ $$status -ne 0 ]; then tail -40 $(FUZZ_BUILD)/$$t.log; echo "fuzz-$$t found a failure: see $(FUZZ_BUILD)/findings"; exit 1; fi; \
+	done
+
+# The soak (not in CI): SOAK_MINUTES (default 30) of mixed load on release builds of
+# chroma-httpd, chroma-echo and chroma-kv; fails on memory or descriptor growth or a lost answer.
+SOAK_MINUTES ?= 30
+soak: setup
+	$(SWIFT) build -c release --product chroma-bench
+	$(SWIFT) build -c release --product chroma-httpd
+	$(SWIFT) build -c release --product chroma-echo
+	$(SWIFT) build -c release --product chroma-kv
+	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench soak --minutes $(SOAK_MINUTES)
+
 examples: setup
 	$(SWIFT) build -c release --product chroma-ticker
 	$(SWIFT) build -c release --product chroma-copy
@@ -93,4 +128,4 @@ bench: setup peers bench-tools
 	$$($(SWIFT) build -c release --show-bin-path)/chroma-bench kv
 
 clean:
-	rm -rf .build .build-tsan $(NIO_DIR)/.build
+	rm -rf .build .build-tsan .build-asan .build-fuzz $(NIO_DIR)/.build

@@ -76,7 +76,8 @@ let package = Package(
             name: "ChromaServiceLifecycle",
             dependencies: ["Chroma", "ChromaHTTP", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
-        // Counts malloc calls per thread so chroma-bench can report allocations per callback.
+        // Counts malloc calls per thread: chroma-bench reports allocations per callback, and
+        // ChromaTests' allocation tests hold the hot paths to a budget.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
         .executableTarget(
             name: "ChromaBench",
@@ -134,7 +135,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ChromaTests",
-            dependencies: ["Chroma", "ChromaHTTP", "CLibevent", "TestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["Chroma", "ChromaHTTP", "CLibevent", "TestSupport", "CAllocCounter",
+                           .product(name: "SystemPackage", package: "swift-system")]
         ),
         // What every test target shares: a loopback client socket, a locked value.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -153,3 +155,27 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzz targets (Fuzz/), declared only when `make fuzz` sets CHROMA_FUZZ=1 and builds them
+// with `--sanitize=fuzzer --sanitize=address`: libFuzzer supplies their `main`, so a plain
+// build could not link them. They use `@testable import`, which debug builds allow.
+if Context.environment["CHROMA_FUZZ"] == "1" {
+    let fuzzer: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+    package.targets += [
+        .target(name: "FuzzSupport", path: "Fuzz/Support"),
+        .executableTarget(name: "FuzzHTTPHead", dependencies: ["ChromaHTTP", "FuzzSupport"],
+                          path: "Fuzz/HTTPHead", swiftSettings: fuzzer),
+        .executableTarget(name: "FuzzStaticPath", dependencies: ["ChromaHTTP", "FuzzSupport"],
+                          path: "Fuzz/StaticPath", swiftSettings: fuzzer),
+        .executableTarget(name: "FuzzLineFraming", dependencies: ["Chroma", "FuzzSupport"],
+                          path: "Fuzz/LineFraming", swiftSettings: fuzzer),
+        .executableTarget(name: "FuzzRESP", dependencies: ["ChromaKV", "FuzzSupport"],
+                          path: "Fuzz/RESP", swiftSettings: fuzzer),
+    ]
+    package.products += [
+        .executable(name: "fuzz-http-head", targets: ["FuzzHTTPHead"]),
+        .executable(name: "fuzz-static-path", targets: ["FuzzStaticPath"]),
+        .executable(name: "fuzz-line-framing", targets: ["FuzzLineFraming"]),
+        .executable(name: "fuzz-resp", targets: ["FuzzRESP"]),
+    ]
+}

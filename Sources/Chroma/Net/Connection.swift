@@ -115,7 +115,8 @@ public final class Connection: @unchecked Sendable {
 
     /// Delivers input one line at a time (ending in LF or CRLF, which is removed). A partial
     /// line waits for the rest. A line longer than `maxLength` closes the connection with
-    /// `.lineTooLong`; input that ends without a final newline is delivered as a last line.
+    /// `.lineTooLong`; input that ends without a final newline is delivered as a last line
+    /// (held to the same limit). Where reads happen to cut the input never changes the lines.
     public func onLines(maxLength: Int = 64 << 10, _ handler: @escaping @Sendable ([UInt8]) -> Void) {
         onColor { [self] in
             guard !closed else { return }
@@ -241,10 +242,11 @@ public final class Connection: @unchecked Sendable {
     }
 
     /// The unread input at which reading pauses: the high watermark, and always more than
-    /// a line may hold.
+    /// a line may hold with its CRLF (else a line of exactly `maxLength` bytes would wait
+    /// for its LF with reading paused).
     private var readLimit: Int {
-        if case .lines(let maxLength, _) = reader { return max(highWatermark, maxLength + 1) }
-        if case .pull(true, let maxLength, _) = reader { return max(highWatermark, maxLength + 1) }
+        if case .lines(let maxLength, _) = reader { return max(highWatermark, maxLength.addingReportingOverflow(2).overflow ? .max : maxLength + 2) }
+        if case .pull(true, let maxLength, _) = reader { return max(highWatermark, maxLength.addingReportingOverflow(2).overflow ? .max : maxLength + 2) }
         return highWatermark
     }
 
@@ -267,7 +269,9 @@ public final class Connection: @unchecked Sendable {
         // Input ended before a callback reader took the rest: deliver it, then close.
         if inputEnded, closing == nil, let socket {
             switch reader {
-            case .lines(_, let handler):
+            case .lines(let maxLength, let handler):
+                // The last line, unended: held to the same limit as the others.
+                if socket.inputLength > maxLength { return beginClose(.lineTooLong, flush: false) }
                 let rest = socket.readAll()
                 if !rest.isEmpty { handler(rest) }
                 beginClose(closing ?? .peerClosed)
@@ -292,7 +296,7 @@ public final class Connection: @unchecked Sendable {
                 if line.count > maxLength { return beginClose(.lineTooLong, flush: false) }
                 handler(line)
             }
-            if closing == nil && socket.inputLength > maxLength { beginClose(.lineTooLong, flush: false) }
+            if closing == nil && socket.unendedLineExceeds(maxLength) { beginClose(.lineTooLong, flush: false) }
         case .pull(let lines, let maxLength, let waiter):
             guard let waiter, let item = takeItem(lines: lines, maxLength: maxLength) else { return }
             reader = .pull(lines: lines, maxLength: maxLength, waiter: nil)
@@ -312,7 +316,7 @@ public final class Connection: @unchecked Sendable {
             if line.count > maxLength { beginClose(.lineTooLong, flush: false); return nil }
             return line
         }
-        if socket.inputLength > maxLength { beginClose(.lineTooLong, flush: false) }
+        if socket.unendedLineExceeds(maxLength) { beginClose(.lineTooLong, flush: false) }
         return nil
     }
 
@@ -328,7 +332,13 @@ public final class Connection: @unchecked Sendable {
         }
         if closed || closing != nil || inputEnded {
             // Input that ended without a final newline is the last line.
-            if lines, let socket, socket.inputLength > 0 { return deliver(socket.readAll()) }
+            if lines, let socket, socket.inputLength > 0 {
+                if socket.inputLength > maxLength {
+                    beginClose(.lineTooLong, flush: false)
+                    return deliver(nil)
+                }
+                return deliver(socket.readAll())
+            }
             return deliver(nil)
         }
         reader = .pull(lines: lines, maxLength: maxLength, waiter: deliver)

@@ -75,6 +75,22 @@ final class SocketBuffer {
     var inputLength: Int { raw.map { evbuffer_get_length(bufferevent_get_input($0)) } ?? 0 }
     var outputLength: Int { raw.map { evbuffer_get_length(bufferevent_get_output($0)) } ?? 0 }
 
+    /// Whether the unread input, which holds no line end, is already longer than a line of
+    /// at most `maxLength` bytes: `maxLength` bytes and a CR may still be a line, the CR
+    /// starting its CRLF, so the verdict never depends on where the reads cut the input.
+    func unendedLineExceeds(_ maxLength: Int) -> Bool {
+        guard let raw else { return false }
+        let input = bufferevent_get_input(raw)
+        let length = evbuffer_get_length(input)
+        if length <= maxLength { return false }
+        if length > maxLength + 1 { return true }
+        var last = evbuffer_ptr()
+        var byte: UInt8 = 0
+        guard evbuffer_ptr_set(input, &last, length - 1, EVBUFFER_PTR_SET) == 0,
+              evbuffer_copyout_from(input, &last, &byte, 1) == 1 else { return true }
+        return byte != 0x0D
+    }
+
     /// Removes and returns one line (CRLF or LF ending, not included), or nil if no whole
     /// line is buffered yet. The line is copied once, from the buffer straight into the
     /// returned array (`evbuffer_readln` would malloc a C string to copy again).

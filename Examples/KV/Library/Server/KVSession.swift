@@ -211,7 +211,6 @@ final class KVSession: @unchecked Sendable {
                         run: @escaping @Sendable (inout ShardStore, [Int]) -> [RESPReply],
                         combine: @escaping @Sendable ([RESPReply]) -> RESPReply,
                         slots: Int? = nil, slotOf: (@Sendable (Int) -> Int)? = nil) {
-        let runtime = server.runtime, color = connection.color
         let gathering = Gathering(slots: slots ?? parts.count, parts: parts.count)
         for (position, (shard, items)) in parts.enumerated() {
             do {
