@@ -8,7 +8,7 @@ struct ChromaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chroma-bench",
         abstract: "Chroma throughput benchmarks, with side-by-side peer baselines.",
-        subcommands: [DispatchCommand.self, DiskCommand.self, HopCommand.self, EchoCommand.self, HTTPCommand.self, StealCommand.self, KVCommand.self, PaperCommand.self],
+        subcommands: [DispatchCommand.self, DiskCommand.self, HopCommand.self, EchoCommand.self, HTTPCommand.self, StealCommand.self, KVCommand.self, PaperCommand.self, SoakCommand.self],
         defaultSubcommand: DispatchCommand.self
     )
 }

@@ -451,16 +451,17 @@ private func microseconds(_ text: String) -> Double? {
     }
 }
 
-/// A server child: stdin and stdout on /dev/null (its "listening" line is not needed: we
-/// poll connect() instead, which nginx needs anyway), stderr to a log file.
+/// A server child: stdin on /dev/null, stdout too unless asked for (`start` does not need
+/// the "listening" line: it polls connect() instead, which nginx needs anyway), stderr to
+/// a log file.
 final class ServerChild {
     let pid: pid_t
     private var reaped = false
 
     private init(pid: pid_t) { self.pid = pid }
 
-    static func spawn(_ path: String, _ arguments: [String], stderrTo log: String) -> ServerChild? {
-        guard let pid = spawnChild(path, arguments, stdout: .null, stderr: .file(log)) else { return nil }
+    static func spawn(_ path: String, _ arguments: [String], stdout: ChildStream = .null, stderrTo log: String) -> ServerChild? {
+        guard let pid = spawnChild(path, arguments, stdout: stdout, stderr: .file(log)) else { return nil }
         return ServerChild(pid: pid)
     }
 
@@ -481,14 +482,19 @@ final class ServerChild {
         let deadline = nowSeconds() + timeout
         while true {
             if canConnect(port: port) { return nil }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                reaped = true
-                return "exited before listening (\(describeWaitStatus(status)))"
-            }
+            if let status = exitStatus() { return "exited before listening (\(status))" }
             if nowSeconds() > deadline { return "not accepting on port \(port) after \(Int(timeout)) s" }
             usleep(20_000)
         }
+    }
+
+    /// Nil while it runs; once it has exited, how ("exit 1", "signal 11"). Does not wait.
+    func exitStatus() -> String? {
+        guard !reaped else { return "already stopped" }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        reaped = true
+        return describeWaitStatus(status)
     }
 
     /// SIGTERM, then waits up to 5 s; SIGKILL after that. False when it had to be killed.
