@@ -87,7 +87,7 @@ private let chainColor = Atomic<UInt64>(0)
 private let chainStart = Atomic<UInt64>(.max)
 private let chainMallocs = Atomic<UInt64>(.max)
 private let chainDone = Atomic<Bool>(false)
-private let chainRuntime = Mutex<Runtime?>(nil)
+private let chainRuntime = Locked<Runtime?>(nil)
 
 /// One link of the chain: the first notes the loop thread's count, the last how far it got.
 private func chainStep(_: UnsafeMutableRawPointer?) {
