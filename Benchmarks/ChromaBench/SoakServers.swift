@@ -25,8 +25,10 @@ struct SoakFiles {
     var logs: String { path + "/logs" }
 
     init() throws(SoakSetupError) {
-        var template = Array("/tmp/chroma-bench-soak-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw SoakSetupError("mkdtemp /tmp/chroma-bench-soak-XXXXXX failed: errno \(errno)") }
+        let parent = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let pattern = parent + "/chroma-bench-soak-XXXXXX"
+        var template = Array(pattern.utf8CString)
+        guard let made = mkdtemp(&template) else { throw SoakSetupError("mkdtemp \(pattern) failed: errno \(errno)") }
         path = String(cString: made)
         var random = SoakRandom(seed: 0x50A4)
         smallBytes = (0..<3000).map { _ in UInt8.random(in: 0...255, using: &random) }
