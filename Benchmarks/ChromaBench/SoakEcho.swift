@@ -14,7 +14,7 @@ struct SoakEchoClient {
     /// Runs until `stop`, one batch every `pace` seconds.
     mutating func run(pace: Double) {
         while !stop.isSet {
-            guard let socket = connect() else { continue }
+            guard let socket = ledger.connect(.echo, port: port, stop: stop) else { continue }
             var left = Int.random(in: 10...300, using: &random)
             while left > 0 && !stop.isSet {
                 left -= 1
@@ -69,7 +69,7 @@ struct SoakEchoClient {
     /// On a connection of its own: a reset mid-line, a reset with echoes unread, or a line
     /// over the limit.
     private mutating func abuse() {
-        guard let socket = connect() else { return }
+        guard let socket = ledger.connect(.echo, port: port, stop: stop) else { return }
         do {
             switch Int.random(in: 0..<3, using: &random) {
             case 0:
@@ -85,11 +85,7 @@ struct SoakEchoClient {
                 // the rest of the send may then meet a reset.
                 let long = [UInt8](repeating: 0x6C, count: Self.maxLine + Int.random(in: 1...8192, using: &random)) + [0x0A]
                 do { try socket.send(long) } catch where error.isReset {}
-                if let problem = socket.expectClose(operation: "close after a line over 64 KiB") {
-                    ledger.unexpected(.echo, problem)
-                } else {
-                    ledger.expectedClose(.echo, kind: "line over 64 KiB closed")
-                }
+                ledger.expectClose(.echo, socket, kind: "line over 64 KiB")
                 socket.close()
             }
         } catch {
@@ -98,13 +94,4 @@ struct SoakEchoClient {
         }
     }
 
-    private func connect() -> SoakSocket? {
-        switch SoakSocket.connect(port: port) {
-        case .success(let socket): return socket
-        case .failure(let error):
-            ledger.unexpected(.echo, error.description)
-            stop.pause(1)
-            return nil
-        }
-    }
 }

@@ -155,7 +155,7 @@ struct SoakHTTPClient {
     /// batch is one request, or 2 to 4 pipelined (one in seven).
     mutating func runKeepAlive(pace: Double) {
         while !stop.isSet {
-            guard let socket = connect() else { continue }
+            guard let socket = ledger.connect(.http, port: port, stop: stop) else { continue }
             var left = Int.random(in: 5...200, using: &random)
             while left > 0 && !stop.isSet {
                 let count = random.chance(1.0 / 7) ? min(left, Int.random(in: 2...4, using: &random)) : 1
@@ -172,7 +172,7 @@ struct SoakHTTPClient {
     /// server must answer, then close.
     mutating func runShort(pace: Double) {
         while !stop.isSet {
-            guard let socket = connect() else { continue }
+            guard let socket = ledger.connect(.http, port: port, stop: stop) else { continue }
             if exchange(socket, [SoakHTTPRequest.random(files, &random)], closing: true),
                let problem = socket.expectClose(operation: "close after Connection: close") {
                 ledger.unexpected(.http, problem)
@@ -216,14 +216,4 @@ struct SoakHTTPClient {
         return true
     }
 
-    /// A connected socket, or nil after counting the failure and pausing a second.
-    private func connect() -> SoakSocket? {
-        switch SoakSocket.connect(port: port) {
-        case .success(let socket): return socket
-        case .failure(let error):
-            ledger.unexpected(.http, error.description)
-            stop.pause(1)
-            return nil
-        }
-    }
 }

@@ -50,11 +50,7 @@ struct SoakHTTPAbuse {
             ledger.unexpected(.http, "\(kind): no \(status) answer: \(error)")
             return
         }
-        if let problem = socket.expectClose(operation: "close after \(kind)") {
-            ledger.unexpected(.http, problem)
-        } else {
-            ledger.expectedClose(.http, kind: "\(status) \(kind)")
-        }
+        ledger.expectClose(.http, socket, kind: "\(status) \(kind)")
     }
 
     /// One malformed request: how the detail line names it, its bytes, and the status.

@@ -61,7 +61,7 @@ struct SoakKVClient {
     /// Runs until `stop`, one batch every `pace` seconds, on connections of 10 to 300 batches.
     mutating func run(pace: Double) {
         while !stop.isSet {
-            guard let socket = connect() else { continue }
+            guard let socket = ledger.connect(.kv, port: port, stop: stop) else { continue }
             var left = Int.random(in: 10...300, using: &random)
             while left > 0 && !stop.isSet {
                 left -= 1
@@ -133,7 +133,7 @@ struct SoakKVClient {
     /// with pipelined replies unread, or a protocol error, which must get its error reply
     /// and then the close.
     private mutating func abuse() {
-        guard let socket = connect() else { return }
+        guard let socket = ledger.connect(.kv, port: port, stop: stop) else { return }
         let key = Array("soak:aside:\(Int.random(in: 0..<64, using: &random))".utf8)
         let set = Command(kind: "SET", arguments: [Array("SET".utf8), key, Array("aside".utf8)], reply: .status("OK"))
         do {
@@ -156,11 +156,7 @@ struct SoakKVClient {
                     socket.close()
                     return
                 }
-                if let problem = socket.expectClose(operation: "close after a protocol error") {
-                    ledger.unexpected(.kv, problem)
-                } else {
-                    ledger.expectedClose(.kv, kind: "protocol error answered and closed")
-                }
+                ledger.expectClose(.kv, socket, kind: "protocol error answered")
                 socket.close()
             }
         } catch {
@@ -169,15 +165,6 @@ struct SoakKVClient {
         }
     }
 
-    private func connect() -> SoakSocket? {
-        switch SoakSocket.connect(port: port) {
-        case .success(let socket): return socket
-        case .failure(let error):
-            ledger.unexpected(.kv, error.description)
-            stop.pause(1)
-            return nil
-        }
-    }
 }
 
 extension SoakSocket {

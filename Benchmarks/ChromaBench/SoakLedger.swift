@@ -72,6 +72,28 @@ final class SoakLedger: @unchecked Sendable {
         }
     }
 
+    /// Waits for the server to close `socket` after a provoked `kind` and records the
+    /// close, or, if it does not come, the problem.
+    func expectClose(_ target: SoakTarget, _ socket: SoakSocket, kind: String) {
+        if let problem = socket.expectClose(operation: "close after \(kind)") {
+            unexpected(target, problem)
+        } else {
+            expectedClose(target, kind: kind)
+        }
+    }
+
+    /// A socket connected to `port`, or nil after counting the failure and pausing a
+    /// second (so a server that refuses is not hammered).
+    func connect(_ target: SoakTarget, port: UInt16, stop: SoakStop) -> SoakSocket? {
+        switch SoakSocket.connect(port: port) {
+        case .success(let socket): return socket
+        case .failure(let error):
+            unexpected(target, error.description)
+            stop.pause(1)
+            return nil
+        }
+    }
+
     /// The client reset a connection on purpose.
     func reset(_ target: SoakTarget, kind: String) {
         change(target) {
