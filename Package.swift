@@ -138,8 +138,10 @@ let package = Package(
             dependencies: ["Chroma", "ChromaHTTP", "CLibevent", "TestSupport", "CAllocCounter",
                            .product(name: "SystemPackage", package: "swift-system")]
         ),
-        // What every test target shares: a loopback client socket, a locked value.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // What every test target shares: a loopback client socket, a locked value, child processes.
+        .target(name: "TestSupport", dependencies: ["CTestSupport"], path: "Tests/TestSupport"),
+        // The two GNU calls TestSupport's child processes need.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
         // KV: the crash and restart tests run the chroma-kv binary as a child.
         .testTarget(name: "ChromaKVTests", dependencies: ["ChromaKV", "Chroma", "TestSupport", "KV"]),
         // The swift-metrics and swift-service-lifecycle products, against those packages'

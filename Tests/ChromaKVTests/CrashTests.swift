@@ -122,48 +122,36 @@ final class CrashTests: XCTestCase {
 
 /// The chroma-kv binary (built beside this test bundle) run as a child on a data directory.
 final class KVChild: @unchecked Sendable {
-    // Safe to share: set in init, then only read; `process` is used by one thread at a time.
+    // Safe to share: `port` is set in init, then only read; `child` is used by one thread
+    // at a time.
     let port: UInt16
-    private let process: Process
+    private let child: Child
 
     init(directory: String, fsync: AppendFsync) throws {
         // The test bundle runs as an executable (argv[0]) in the build folder.
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("chroma-kv")
-        process = Process()
-        process.executableURL = binary
-        process.arguments = ["--port", "0", "--loops", "2", "--dir", directory, "--appendfsync", fsync.rawValue]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("chroma-kv").path
+        child = try Child(binary, ["--port", "0", "--loops", "2", "--dir", directory, "--appendfsync", fsync.rawValue],
+                          standardOutput: .pipe)
         // The one line it prints once listening: "chroma-kv listening on port P with …".
-        var line = Data()
-        while !line.contains(10) {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw KVTestDirectory.Failure("chroma-kv exited before listening") }
-            line.append(chunk)
-        }
-        let words = String(decoding: line, as: UTF8.self).split(separator: " ")
+        guard let line = child.readLine(child.standardOutput!) else { throw KVTestDirectory.Failure("chroma-kv exited before listening") }
+        let words = line.split(separator: " ")
         guard let at = words.firstIndex(of: "port"), at + 1 < words.count, let port = UInt16(words[at + 1]) else {
-            throw KVTestDirectory.Failure("no port in: \(String(decoding: line, as: UTF8.self))")
+            throw KVTestDirectory.Failure("no port in: \(line)")
         }
         self.port = port
     }
 
     /// SIGTERM, then waits for the child to exit; its exit status (-1 if a signal ended it).
     func terminate() -> Int32 {
-        Glibc.kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        return process.terminationReason == .exit ? process.terminationStatus : -1
+        child.send(SIGTERM)
+        if case .exited(let code) = child.wait() { return code }
+        return -1
     }
 
     /// SIGKILL, then waits for the child to be gone.
     func kill() {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-
-    deinit {
-        if process.isRunning { kill() }
+        child.send(SIGKILL)
+        child.wait()
     }
 
     static func now() -> Double {

@@ -1,6 +1,7 @@
 @testable import Chroma
 @testable import ChromaHTTP
 import Foundation
+import TestSupport
 import XCTest
 
 /// HTTPS with curl against a self-signed certificate made by the openssl CLI (installed by
@@ -30,14 +31,8 @@ final class HTTPSTests: XCTestCase {
     }
 
     private func openssl(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "openssl \(arguments.first ?? "")")
+        let child = try Child("openssl", arguments)
+        XCTAssertEqual(child.wait(), .exited(0), "openssl \(arguments.first ?? "")")
     }
 
     /// A server with /hello, the scratch files under /files, and a 4 MB streamed /stream.

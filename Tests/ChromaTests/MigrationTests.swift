@@ -154,7 +154,7 @@ final class MigrationTests: XCTestCase {
                 for color in all {
                     try! runtime.execute(on: color) {
                         let loop = runtime.currentLoopIndex!
-                        if i % 64 == 0 { seen.withLock { $0[color, default: []].insert(loop) } }
+                        if i % 64 == 0 { seen.withLock { _ = $0[color, default: []].insert(loop) } }
                         if ran.increment() == 2 * each * all.count { done.fire() }
                     }
                 }
