@@ -1,8 +1,9 @@
 import CAllocCounter
-import Chroma
+@_spi(CachedReads) import Chroma
 import ChromaHTTP
 import Foundation
 import Synchronization
+import SystemPackage
 import XCTest
 
 /// Allocation budgets for the hot paths, so a change that adds a `malloc` per callback or
@@ -55,6 +56,40 @@ final class AllocationTests: XCTestCase {
         XCTAssertEqual(chainMallocs.load(ordering: .relaxed), 0, "\(count) function jobs each queued by the one before, on the loop")
     }
 
+    func testReadsTheCacheAnswersThroughAFileReaderAllocateNothing() throws {
+        let runtime = try startedRuntime(loops: 1)
+        let directory = try noWaitDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory.string) }
+        let path = directory.appending("data.bin").string
+        try Data(repeating: 7, count: 64 << 10).write(to: URL(fileURLWithPath: path))
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        let warmUp = 1_000, measured = 10_000
+        let counts = ReaderCounts()
+        let color = runtime.makeColor(onLoop: 0)
+        let hits = runtime.pool.cachedReadCounts().hits
+        let reader = runtime.files.reader(for: FileDescriptor(rawValue: fd), capacity: 4096, on: color) { reader, result in
+            let n = counts.completed.add(1, ordering: .relaxed).newValue
+            if case .failure = result { counts.failures.add(1, ordering: .relaxed) }
+            if n == warmUp { counts.start.store(chroma_bench_thread_mallocs(), ordering: .relaxed) }
+            if n == warmUp + measured {
+                counts.end.store(chroma_bench_thread_mallocs(), ordering: .relaxed)
+                counts.done.store(true, ordering: .releasing)
+                return
+            }
+            do { try reader.read(at: Int64(n * 4096 % (64 << 10)), count: 4096) } catch { counts.failures.add(1, ordering: .relaxed) }
+        }
+        try runtime.execute(on: color) {
+            do { try reader.read(at: 0, count: 4096) } catch { counts.failures.add(1, ordering: .relaxed) }
+        }
+        XCTAssertTrue(waitUntil { counts.done.load(ordering: .acquiring) }, "every read completed")
+        XCTAssertEqual(counts.failures.load(ordering: .relaxed), 0)
+        XCTAssertEqual(runtime.pool.cachedReadCounts().hits - hits, warmUp + measured, "every read was answered on the loop")
+        XCTAssertEqual(counts.end.load(ordering: .relaxed) - counts.start.load(ordering: .relaxed), 0,
+                       "\(measured) reads through one FileReader, each queued by the handler before, on the loop")
+    }
+
     func testAHelloRequestStaysWithinItsAllocationBudget() throws {
         let runtime = try startedRuntime(loops: 1)
         var routes = HTTPRoutes()
@@ -74,6 +109,15 @@ final class AllocationTests: XCTestCase {
         XCTAssertLessThanOrEqual(perRequest, Self.helloBudget, "mallocs per GET /hello on the loop thread")
         print("GET /hello: \(perRequest) mallocs per request on the loop thread (budget \(Self.helloBudget))")
     }
+}
+
+/// What the FileReader allocation test's handler saw (atomics: nothing to allocate).
+private final class ReaderCounts: Sendable {
+    let completed = Atomic<Int>(0)
+    let failures = Atomic<Int>(0)
+    let start = Atomic<UInt64>(0)
+    let end = Atomic<UInt64>(0)
+    let done = Atomic<Bool>(false)
 }
 
 private let functionRuns = Atomic<Int>(0)
