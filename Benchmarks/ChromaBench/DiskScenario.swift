@@ -7,7 +7,8 @@ import SystemPackage
 
 /// `chroma-bench disk`: random 4 KiB preads (`--read-kib`) from a page-cached file at a fixed concurrency,
 /// through `runtime.files` with reads the page cache answers done on the loop (1 loop and
-/// `--loops` loops), the same with that path off (every read a pool job), the synchronous
+/// `--loops` loops), the same through a reused `FileReader` (no allocation per read), the
+/// same with that path off (every read a pool job), the synchronous
 /// pread loop on 1 thread and on `--loops` threads (the limit of one core and of all of
 /// them), Node's fs.read (libuv's pool) when `node` is installed, and a cold row: the
 /// file's pages dropped before each measurement, so reads really wait for the device.
@@ -51,8 +52,8 @@ struct DiskCommand: ParsableCommand {
     @Option(help: "The Node peer script; skipped when it or `node` is missing.")
     var nodePeer: String = "Benchmarks/peers/node/disk.js"
 
-    @Option(help: "Rows to measure, comma-separated: cached, pool, sync, node, cold (the ratios need sync).")
-    var systems: String = "cached,pool,sync,node,cold"
+    @Option(help: "Rows to measure, comma-separated: cached, reader, pool, sync, node, cold (the ratios need sync).")
+    var systems: String = "cached,reader,pool,sync,node,cold"
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
@@ -75,8 +76,8 @@ struct DiskCommand: ParsableCommand {
         progress("preparing \(file) (\(fileMiB) MiB)")
         try prepareFile(path: file, size: size)
         let chosen = Set(systems.split(separator: ",").map(String.init))
-        guard chosen.isSubset(of: ["cached", "pool", "sync", "node", "cold"]), !chosen.isEmpty else {
-            throw ValidationError("--systems takes cached, pool, sync, node and cold")
+        guard chosen.isSubset(of: ["cached", "reader", "pool", "sync", "node", "cold"]), !chosen.isEmpty else {
+            throw ValidationError("--systems takes cached, reader, pool, sync, node and cold")
         }
         let haveNode = chosen.contains("node") && onPath("node") && access(nodePeer, R_OK) == 0
         let loopCounts = loops > 1 ? [1, loops] : [1]
@@ -86,6 +87,13 @@ struct DiskCommand: ParsableCommand {
             for n in loopCounts {
                 rows.append(Measured(name: "chroma cached c\(concurrency), \(loopsName(n))") {
                     try measureChroma(path: file, size: size, loops: n, cached: true, cold: false, seconds: duration)
+                })
+            }
+        }
+        if chosen.contains("reader") {
+            for n in loopCounts {
+                rows.append(Measured(name: "chroma reader c\(concurrency), \(loopsName(n))") {
+                    try measureChroma(path: file, size: size, loops: n, cached: true, cold: false, reusingReaders: true, seconds: duration)
                 })
             }
         }
@@ -137,11 +145,11 @@ struct DiskCommand: ParsableCommand {
         func ratio(_ a: Row?, _ b: Row?) {
             if let a, let b { report.ratios.append(("\(a.name) / \(b.name)", a.opsPerSecond / b.opsPerSecond)) }
         }
-        for prefix in ["chroma cached", "chroma pool", "node", "sync pread, \(loops) threads"] {
+        for prefix in ["chroma cached", "chroma reader", "chroma pool", "node", "sync pread, \(loops) threads"] {
             for r in report.rows where r.name.hasPrefix(prefix) { ratio(r, sync1) }
         }
         let node = row("node")
-        for r in report.rows where r.name.hasPrefix("chroma cached") { ratio(r, node) }
+        for r in report.rows where r.name.hasPrefix("chroma cached") || r.name.hasPrefix("chroma reader") { ratio(r, node) }
         ratio(row("cold: chroma cached"), row("cold: chroma pool"))
         try plot.write(report)
         if json {
@@ -221,7 +229,7 @@ struct DiskCommand: ParsableCommand {
     /// Chroma: `concurrency` chains, each on its own color, each completion issuing the
     /// chain's next read at a random offset. `cached` false turns reads on the loop off, so
     /// every read is a pool job; `cold` drops the file's pages first.
-    func measureChroma(path: String, size: Int, loops: Int, cached: Bool, cold: Bool, seconds: Double) throws -> Sample {
+    func measureChroma(path: String, size: Int, loops: Int, cached: Bool, cold: Bool, reusingReaders: Bool = false, seconds: Double) throws -> Sample {
         var pool = BlockingPool.Configuration(workers: workers ?? BlockingPool.Configuration().workers, cachedReads: cached)
         if let cachedMaxBytes { pool.cachedReadMaxBytes = cachedMaxBytes }
         if let cachedBytesPerPass { pool.cachedReadBytesPerPass = cachedBytesPerPass }
@@ -235,14 +243,14 @@ struct DiskCommand: ParsableCommand {
             guard rc == 0 else { throw ValidationError("posix_fadvise \(path): \(String(cString: strerror(rc)))") }
         }
         let run = DiskRun(runtime: runtime, fd: fd, readBytes: readBytes, blocks: UInt64(size / readBytes), chains: concurrency,
-                          deadline: nowNanoseconds() + UInt64(seconds * 1e9))
+                          deadline: nowNanoseconds() + UInt64(seconds * 1e9), reusingReaders: reusingReaders)
         let start = nowNanoseconds()
-        for chain in 0..<concurrency { try run.issue(chain) }
+        for chain in run.chains { try run.issue(chain) }
         run.done.wait()
         let elapsed = Double(run.lastCompletion.load(ordering: .relaxed) - start) / 1e9
         var latencies = run.allLatencies()
-        var sample = Sample(opsPerSecond: Double(latencies.count) / elapsed, latencies: &latencies)
-        if cached { sample.hitRate = Double(runtime.pool.cachedReadCounts().hits) / Double(latencies.count) }
+        var sample = Sample(opsPerSecond: Double(run.operations) / elapsed, latencies: &latencies)
+        if cached { sample.hitRate = Double(runtime.pool.cachedReadCounts().hits) / Double(run.operations) }
         return sample
     }
 
@@ -269,57 +277,108 @@ struct DiskCommand: ParsableCommand {
     }
 }
 
-/// The state of one Chroma disk measurement. Chain `i` runs on color `i`: its slot in
-/// `rngs`, `issued` and `latencies` is touched only by that color's callbacks (and by the
-/// main thread before the first read and after `done`), so colors need no lock.
+/// The state of one Chroma disk measurement: `concurrency` chains, chain `i` on color `i`.
 final class DiskRun: @unchecked Sendable {
-    // Safe to share: see above; `remaining` and `lastCompletion` are atomic.
+    // Safe to share: immutable after init but for the atomics; each chain's state is its
+    // color's (see `DiskChain`).
     let runtime: Runtime
     let fd: FileDescriptor
     let readBytes: Int
     let blocks: UInt64
     let deadline: UInt64
-    @exclusivity(unchecked) private var rngs: [Xorshift]
-    @exclusivity(unchecked) private var issued: [UInt64]
-    @exclusivity(unchecked) private var latencies: [[UInt32]]
+    let chains: [DiskChain]
     let remaining: Atomic<Int>
     let lastCompletion = Atomic<UInt64>(0)
     let done = Semaphore()
 
-    init(runtime: Runtime, fd: FileDescriptor, readBytes: Int, blocks: UInt64, chains: Int, deadline: UInt64) {
+    init(runtime: Runtime, fd: FileDescriptor, readBytes: Int, blocks: UInt64, chains: Int, deadline: UInt64, reusingReaders: Bool) {
         self.runtime = runtime
         self.fd = fd
         self.readBytes = readBytes
         self.blocks = blocks
         self.deadline = deadline
-        rngs = (0..<chains).map { Xorshift(seed: UInt64($0) &* 0x2545_F491_4F6C_DD1D &+ 1) }
-        issued = Array(repeating: 0, count: chains)
-        latencies = (0..<chains).map { _ in
-            var a: [UInt32] = []
-            a.reserveCapacity(1 << 16)
-            return a
-        }
+        self.chains = (0..<chains).map { DiskChain(index: $0) }
         remaining = Atomic(chains)
+        guard reusingReaders else { return }
+        // The handler holds the run and its chain unretained: both outlive the runtime, which
+        // is shut down before they are dropped, and a strong capture would make a cycle
+        // (chain → reader → handler → chain) and count references on every read.
+        let run = Unmanaged.passUnretained(self)
+        for chain in self.chains {
+            let unretained = Unmanaged.passUnretained(chain)
+            let reader = runtime.files.reader(for: fd, capacity: readBytes, on: chain.color) { _, result in
+                run._withUnsafeGuaranteedRef { run in
+                    guard case .success(let count) = result, count == run.readBytes else { fatalError("disk bench read failed: \(result)") }
+                    unretained._withUnsafeGuaranteedRef { run.completed($0) }
+                }
+            }
+            chain.reader = reader
+            chain.unretainedReader = Unmanaged.passUnretained(reader)
+        }
     }
 
-    func issue(_ chain: Int) throws {
-        let offset = Int64((rngs[chain].next() % blocks) * UInt64(readBytes))
-        issued[chain] = nowNanoseconds()
-        try runtime.files.read(from: fd, at: offset, count: readBytes, on: Color(UInt64(chain))) { [self] result in
-            let now = nowNanoseconds()
+    /// The chain's next read, at a random block.
+    func issue(_ chain: DiskChain) throws {
+        let offset = Int64((chain.rng.next() % blocks) * UInt64(readBytes))
+        if chain.ops & 15 == 0 { chain.issued = nowNanoseconds() }
+        if let reader = chain.unretainedReader {
+            // (A throwing closure here crashes this compiler's ownership checker.)
+            let refused = reader._withUnsafeGuaranteedRef { reader -> ChromaError? in
+                do throws(ChromaError) { try reader.read(at: offset, count: readBytes) } catch { return error }
+                return nil
+            }
+            if let refused { throw refused }
+            return
+        }
+        try runtime.files.read(from: fd, at: offset, count: readBytes, on: chain.color) { [self] result in
             guard case .success(let bytes) = result, bytes.count == readBytes else { fatalError("disk bench read failed: \(result)") }
-            latencies[chain].append(UInt32(clamping: now - issued[chain]))
-            if now < deadline {
-                try! issue(chain)
-            } else {
-                lastCompletion.max(now, ordering: .relaxed)
+            completed(chain)
+        }
+    }
+
+    /// On the chain's color: counts the read, and issues the next one until the deadline.
+    private func completed(_ chain: DiskChain) {
+        let timed = chain.ops & 15 == 0
+        chain.ops += 1
+        if timed {
+            chain.latencies.append(UInt32(clamping: nowNanoseconds() - chain.issued))
+            // The deadline is checked at timed reads, which read the clock anyway.
+            if chain.issued >= deadline {
+                lastCompletion.max(nowNanoseconds(), ordering: .relaxed)
                 if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { done.signal() }
+                return
             }
         }
+        try! issue(chain)
     }
 
     /// After `done`: every chain's latencies.
-    func allLatencies() -> [UInt32] { latencies.flatMap { $0 } }
+    func allLatencies() -> [UInt32] { chains.flatMap { $0.latencies } }
+
+    /// After `done`: reads completed.
+    var operations: Int { chains.reduce(0) { $0 + $1.ops } }
+}
+
+/// One chain of reads: touched only by its color's callbacks (and by the main thread before
+/// the first read and after `done`), so it needs no lock. Like the sync loop, it times one
+/// read in 16.
+final class DiskChain: @unchecked Sendable {
+    // Safe to share: see above.
+    let color: Color
+    @exclusivity(unchecked) var rng: Xorshift
+    @exclusivity(unchecked) var issued: UInt64 = 0
+    @exclusivity(unchecked) var ops = 0
+    @exclusivity(unchecked) var latencies: [UInt32] = []
+    /// With `reusingReaders`: the chain's `FileReader`, and the same unretained for the
+    /// hot path (`reader` keeps it alive).
+    @exclusivity(unchecked) var reader: FileReader?
+    @exclusivity(unchecked) var unretainedReader: Unmanaged<FileReader>?
+
+    init(index: Int) {
+        color = Color(UInt64(index))
+        rng = Xorshift(seed: UInt64(index) &* 0x2545_F491_4F6C_DD1D &+ 1)
+        latencies.reserveCapacity(1 << 14)
+    }
 }
 
 /// A measurement: throughput and latency percentiles.
