@@ -40,6 +40,7 @@ final class FileReaderTests: XCTestCase {
     /// What one handler saw.
     private struct Seen: Sendable {
         let result: Result<Int, FileError>
+        let offset: Int64
         let bytes: [UInt8]
         let color: Color?
         /// True when it ran while a `read` call was still on the stack.
@@ -57,7 +58,7 @@ final class FileReaderTests: XCTestCase {
         let reader = runtime.files.reader(for: fd, capacity: capacity, on: color) { reader, result in
             let bytes = reader.withUnsafeBytes { Array($0) }
             let count = seen.withLock {
-                $0.append(Seen(result: result, bytes: bytes, color: Color.current, insideRead: inRead.snapshot))
+                $0.append(Seen(result: result, offset: reader.offset, bytes: bytes, color: Color.current, insideRead: inRead.snapshot))
                 return $0.count
             }
             guard count < reads.count else { return done.fire() }
@@ -96,6 +97,7 @@ final class FileReaderTests: XCTestCase {
             for (i, one) in seen.enumerated() {
                 XCTAssertEqual(try one.result.get(), reads[i].1, "read \(i)")
                 XCTAssertEqual(one.bytes, expected(reads[i].0, reads[i].1), "read \(i)'s bytes")
+                XCTAssertEqual(one.offset, reads[i].0, "read \(i)'s offset")
                 XCTAssertEqual(one.color, color, "read \(i) completed on the reader's color")
                 XCTAssertFalse(one.insideRead, "read \(i)'s handler was queued, not run inside read")
             }
@@ -128,7 +130,7 @@ final class FileReaderTests: XCTestCase {
         let jobs = runtime.pool.submittedJobs
         let seen: Seen = try waitFor { done in
             let reader = runtime.files.reader(for: fd, capacity: 4096, on: color) { reader, result in
-                done(Seen(result: result, bytes: reader.withUnsafeBytes { Array($0) }, color: Color.current, insideRead: false))
+                done(Seen(result: result, offset: reader.offset, bytes: reader.withUnsafeBytes { Array($0) }, color: Color.current, insideRead: false))
             }
             try reader.read(at: 5_000, count: 4096)
         }

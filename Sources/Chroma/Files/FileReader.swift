@@ -8,9 +8,9 @@ import SystemPackage
 ///
 /// ```swift
 /// let reader = runtime.files.reader(for: fd, capacity: 4096, on: color) { reader, result in
-///     guard case .success(let count) = result else { return }
-///     reader.withUnsafeBytes { bytes in consume(bytes) }   // `count` bytes
-///     try? reader.read(at: nextOffset, count: 4096)        // the same buffer again
+///     guard case .success(let count) = result, count > 0 else { return }  // 0: end of file
+///     reader.withUnsafeBytes { bytes in consume(bytes) }                   // `count` bytes
+///     try? reader.read(at: reader.offset + Int64(count), count: 4096)     // the same buffer
 /// }
 /// try reader.read(at: 0, count: 4096)
 /// ```
@@ -56,8 +56,9 @@ public final class FileReader: @unchecked Sendable {
     private let busy = Atomic<Bool>(false)
     /// The pool job for reads that need the device, made on the first and reused.
     @exclusivity(unchecked) private var job: FileReaderJob?
-    // The read in flight, or the last one.
-    @exclusivity(unchecked) var offset: Int64 = 0
+    /// Where the read in flight, or the last one, started. On the reader's color.
+    @exclusivity(unchecked) public internal(set) var offset: Int64 = 0
+    /// The count the read in flight, or the last one, asked for.
     @exclusivity(unchecked) var wanted = 0
     /// Bytes of the buffer the read has filled.
     @exclusivity(unchecked) var filled = 0

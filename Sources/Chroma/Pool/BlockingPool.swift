@@ -276,7 +276,9 @@ public final class BlockingPool: @unchecked Sendable {
                 if lane == .long { longRunning -= 1 }
                 running -= 1
                 if finished {
-                    job.state = .finished
+                    // The job stays `.running` (not cancellable): its completion may already
+                    // be posted, and once it is the pool never touches the job again (a
+                    // `FileReader` restarts its job from the completion).
                     completed += 1
                 } else if closed {
                     job.state = .cancelled

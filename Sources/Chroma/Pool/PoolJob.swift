@@ -25,7 +25,9 @@ enum PoolRefusal: Sendable {
 /// its closures' captures), not a chain of wrapper closures.
 ///
 /// Life: submitted (`queued`) → taken by one worker (`running`) → `run()` → posted to the
-/// color's loop, where `complete()` calls the user's completion exactly once. Or `queued`
+/// color's loop, where `complete()` calls the user's completion exactly once. Once its
+/// completion is posted the pool never touches the job again, so `complete()` may restart
+/// it (`FileReaderJob`). Or `queued`
 /// → `cancelled` (by `BlockingJob.cancel()` or shutdown) → `refuse(.cancelled)` → posted.
 /// A job whose `run()` returns false is not finished: it goes back to the long lane and
 /// runs again (a whole-file read that outgrew the short lane does this); if it is refused
