@@ -43,7 +43,7 @@ final class FileReaderTests: XCTestCase {
         let offset: Int64
         let bytes: [UInt8]
         let color: Color?
-        /// True when it ran while a `read` call was still on the stack.
+        /// True when it ran on a thread whose `read` call was still on the stack.
         let insideRead: Bool
     }
 
@@ -53,23 +53,26 @@ final class FileReaderTests: XCTestCase {
     private func chain(_ runtime: Runtime, _ fd: FileDescriptor, capacity: Int = 8192, caller: Color, on color: Color,
                        _ reads: [(Int64, Int)]) throws -> [Seen] {
         let seen = Locked<[Seen]>([])
-        let inRead = Locked(false)
+        // The thread inside a `read` call, if any (the handler may run on another loop's
+        // thread while the caller is still returning).
+        let inRead = Locked<pthread_t?>(nil)
+        @Sendable func insideRead() -> Bool { inRead.snapshot.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
         let done = Signal()
         let reader = runtime.files.reader(for: fd, capacity: capacity, on: color) { reader, result in
             let bytes = reader.withUnsafeBytes { Array($0) }
             let count = seen.withLock {
-                $0.append(Seen(result: result, offset: reader.offset, bytes: bytes, color: Color.current, insideRead: inRead.snapshot))
+                $0.append(Seen(result: result, offset: reader.offset, bytes: bytes, color: Color.current, insideRead: insideRead()))
                 return $0.count
             }
             guard count < reads.count else { return done.fire() }
-            inRead.withLock { $0 = true }
+            inRead.withLock { $0 = pthread_self() }
             do { try reader.read(at: reads[count].0, count: reads[count].1) } catch { XCTFail("read \(count): \(error)") }
-            inRead.withLock { $0 = false }
+            inRead.withLock { $0 = nil }
         }
         try runtime.execute(on: caller) {
-            inRead.withLock { $0 = true }
+            inRead.withLock { $0 = pthread_self() }
             do { try reader.read(at: reads[0].0, count: reads[0].1) } catch { XCTFail("read 0: \(error)") }
-            inRead.withLock { $0 = false }
+            inRead.withLock { $0 = nil }
         }
         XCTAssertTrue(done.wait(), "every read's handler ran")
         return seen.snapshot
