@@ -14,28 +14,14 @@ final class FileReaderTests: XCTestCase {
     private let content = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 29 &+ $0 >> 10) }
 
     override func setUpWithError() throws {
-        directory = try noWaitDirectory()
-        data = directory.appending("data.bin")
-        try Data(content).write(to: URL(fileURLWithPath: data.string))
-    }
-
-    override func tearDownWithError() throws {
-        if let directory { try? FileManager.default.removeItem(atPath: directory.string) }
+        (directory, data) = try pageCachedFile(content)
     }
 
     private func runtime(_ configuration: BlockingPool.Configuration = .init()) throws -> Runtime {
-        let runtime = try Runtime(loops: 2, pool: configuration)
-        try runtime.start()
-        addTeardownBlock { _ = try? runtime.shutdown() }
-        return runtime
+        try startedRuntime(pool: configuration)
     }
 
-    private func openData() throws -> FileDescriptor {
-        let fd = open(data.string, O_RDONLY | O_CLOEXEC)
-        XCTAssertGreaterThanOrEqual(fd, 0, "open \(data.string)")
-        addTeardownBlock { close(fd) }
-        return FileDescriptor(rawValue: fd)
-    }
+    private func openData() throws -> FileDescriptor { openReadOnly(data) }
 
     /// What one handler saw.
     private struct Seen: Sendable {

@@ -1,6 +1,7 @@
 import CChroma
 import Foundation
 import SystemPackage
+import XCTest
 
 /// A fresh directory on a file system that serves `RWF_NOWAIT` reads (tmpfs refuses
 /// them): the first of the system's temporary directory, the working directory's
@@ -21,4 +22,24 @@ func noWaitDirectory() throws -> FilePath {
         try? FileManager.default.removeItem(atPath: made)
     }
     throw TimedOut(what: "a directory whose file system serves RWF_NOWAIT reads")
+}
+
+extension XCTestCase {
+    /// A `noWaitDirectory` holding `data.bin` with `content` (page-cached, since it was just
+    /// written); both are removed when the test ends.
+    func pageCachedFile(_ content: [UInt8]) throws -> (directory: FilePath, data: FilePath) {
+        let directory = try noWaitDirectory()
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory.string) }
+        let data = directory.appending("data.bin")
+        try Data(content).write(to: URL(fileURLWithPath: data.string))
+        return (directory, data)
+    }
+
+    /// `path` opened read-only, closed when the test ends.
+    func openReadOnly(_ path: FilePath) -> FileDescriptor {
+        let fd = open(path.string, O_RDONLY | O_CLOEXEC)
+        XCTAssertGreaterThanOrEqual(fd, 0, "open \(path.string)")
+        addTeardownBlock { close(fd) }
+        return FileDescriptor(rawValue: fd)
+    }
 }

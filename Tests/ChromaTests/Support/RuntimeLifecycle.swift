@@ -4,8 +4,8 @@ import XCTest
 
 extension XCTestCase {
     /// A started runtime that the test shuts down when it ends.
-    func startedRuntime(loops: Int = 2) throws -> Runtime {
-        let runtime = try Runtime(loops: loops)
+    func startedRuntime(loops: Int = 2, pool: BlockingPool.Configuration = .init()) throws -> Runtime {
+        let runtime = try Runtime(loops: loops, pool: pool)
         try runtime.start()
         addTeardownBlock { _ = try? runtime.shutdown() }
         return runtime
