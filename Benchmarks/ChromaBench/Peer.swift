@@ -72,6 +72,18 @@ func startServer(_ path: String, _ arguments: [String]) -> ServerProcess? {
     return nil
 }
 
+/// Connects `fd` (a TCP socket) to 127.0.0.1:`port`, blocking. True when connected; else
+/// `errno` says why.
+func connectLoopback(_ fd: Int32, port: UInt16) -> Bool {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
 /// A TCP port free right now on 127.0.0.1 (bound, read, and released).
 func freePort() -> UInt16 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
