@@ -64,16 +64,12 @@ public final class FileReader: @unchecked Sendable {
     @exclusivity(unchecked) var filled = 0
     /// Its errno (0: none), or the failure errno cannot say.
     @exclusivity(unchecked) var errorCode: Int32 = 0
-    /// Set with `fail`.
+    /// The failure errno cannot say (invalid arguments, the pool's refusal).
     @exclusivity(unchecked) private(set) var failure: FileError?
-    /// `failure != nil`, kept apart so a read that succeeded checks one byte, not the
-    /// optional error.
-    @exclusivity(unchecked) private var failed = false
 
-    /// Records a failure errno cannot say (invalid arguments, the pool's refusal).
+    /// Records a failure errno cannot say.
     func fail(_ code: FileError.Code) {
         failure = FileError(operation: "read", descriptor: descriptor, code: code)
-        failed = true
     }
 
     init(runtime: Runtime, descriptor: FileDescriptor, capacity: Int, color: Color, handler: @escaping Handler) {
@@ -103,10 +99,7 @@ public final class FileReader: @unchecked Sendable {
         wanted = count
         filled = 0
         errorCode = 0
-        if failed {
-            failure = nil
-            failed = false
-        }
+        if failure != nil { failure = nil }
         let site = EnqueueSite.word(fileID, line)
         do throws(ChromaError) {
             if offset < 0 || count < 0 || count > capacity {
@@ -184,14 +177,14 @@ public final class FileReader: @unchecked Sendable {
     /// The bytes the last read produced (none before the first, or after a failure). Valid
     /// inside `body` only; on the reader's color, while no read is in flight.
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(UnsafeRawBufferPointer(rebasing: buffer[0..<(!failed && errorCode == 0 ? filled : 0)]))
+        try body(UnsafeRawBufferPointer(rebasing: buffer[0..<(failure == nil && errorCode == 0 ? filled : 0)]))
     }
 
     /// On `color`: the read's outcome, handed to the handler. A refused pool job (cancelled,
     /// overloaded) may still sit in a pool queue as a tombstone, so it is never reused.
     func finish(refused: Bool) {
         if refused { job = nil }
-        if !failed && errorCode == 0 {
+        if failure == nil && errorCode == 0 {
             busy.store(false, ordering: .releasing)
             // Built in the call, a success is known to need no destroying afterwards.
             handler(self, .success(filled))
