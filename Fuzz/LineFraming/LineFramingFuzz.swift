@@ -119,7 +119,17 @@ private final class Harness: @unchecked Sendable {
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        precondition(result == 0, "connect: errno \(errno)")
+        if result != 0 {
+            // libFuzzer's timeout alarm (SIGALRM) can interrupt the connect, which then goes
+            // on without us: wait for it to finish and take its outcome.
+            precondition(errno == EINTR, "connect: errno \(errno)")
+            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            while poll(&ready, 1, 10_000) < 0 && errno == EINTR {}
+            var code: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
+            precondition(ready.revents & Int16(POLLOUT) != 0 && code == 0, "connect: errno \(code) after an interrupted connect")
+        }
         return fd
     }
 
@@ -155,6 +165,7 @@ private final class Harness: @unchecked Sendable {
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }  // libFuzzer's timeout alarm
             if n < 0 { return }  // the server closed (a line too long): the rest is moot
             sent += n
         }
