@@ -86,7 +86,7 @@ struct Placement: ~Copyable {
 
     /// The bucket of a color number. One mask (or one division).
     @inlinable @inline(__always) func bucket(of raw: UInt64) -> Int {
-        bucketMask >= 0 ? Int(truncatingIfNeeded: raw) & bucketMask : Int(raw % UInt64(bucketCount))
+        _fastPath(bucketMask >= 0) ? Int(truncatingIfNeeded: raw) & bucketMask : Int(raw % UInt64(bucketCount))
     }
 
     /// The owner word of a color number's bucket.

@@ -28,6 +28,9 @@ struct LoopCore {
         let executorJobs: Callback.ExecutorJobs
         /// True while a `Runtime.runHere` body runs on this loop (they do not nest).
         @usableFromInline var runningHere = false
+        /// The loop's wakeup event (`LoopCore.wakeupSlot`), for a local push's rare wake:
+        /// reached from here, the common push never loads it.
+        @usableFromInline let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
     }
 
     /// `holeColor`: the loop's own color, which the mailbox gives its holes.
@@ -35,9 +38,9 @@ struct LoopCore {
         mailbox = Mailbox(holeColor: holeColor.rawValue)
         precondition(MemoryLayout<LocalQueue>.stride <= 128, "a loop's local queue must fit its 128-byte block")
         local = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128).bindMemory(to: LocalQueue.self, capacity: 1)
-        local.initialize(to: LocalQueue(loop: .passUnretained(loop), executorJobs: loop.executorJobs))
         wakeupSlot = .allocate(capacity: 1)
         wakeupSlot.initialize(to: nil)
+        local.initialize(to: LocalQueue(loop: .passUnretained(loop), executorJobs: loop.executorJobs, wakeupSlot: wakeupSlot))
     }
 
     /// Frees everything. Call once, after the loop's thread exited.
@@ -57,7 +60,11 @@ struct LoopCore {
 
     /// Wakes the loop: activates its one persistent wakeup event. Any thread, once started.
     @inlinable @inline(__always) func wake() {
-        wakeupSlot.pointee.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.activate() }
+        LoopCore.wake(wakeupSlot)
+    }
+
+    @inlinable @inline(__always) static func wake(_ slot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>) {
+        slot.pointee.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.activate() }
     }
 
     /// Queues `job`. On the loop's own thread it goes to the local run queue; from other
@@ -83,10 +90,16 @@ struct LoopCore {
 
     /// Loop thread: pushes `job` onto the run queue, waking the loop if it is not draining.
     @inlinable @inline(__always) func pushLocal(_ job: consuming Job) {
+        LoopCore.pushLocal(job, to: local)
+    }
+
+    /// `pushLocal` given the loop's local queue alone (`Runtime.localQueues`), so a post that
+    /// found it there loads nothing else of the loop.
+    @inlinable @inline(__always) static func pushLocal(_ job: consuming Job, to local: UnsafeMutablePointer<LocalQueue>) {
         local.pointee.runQueue.push(consume job)
         if !local.pointee.draining && !local.pointee.wakeupActive {
             local.pointee.wakeupActive = true
-            wake()
+            wake(local.pointee.wakeupSlot)
         }
     }
 }

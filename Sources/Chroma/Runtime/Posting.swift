@@ -39,9 +39,10 @@ extension Runtime {
         let slot = placement.ownerSlot(of: raw)
         let word = slot.pointee.load(ordering: .acquiring)
         if word & OwnerWord.inTransit == 0 {
-            let core = cores[OwnerWord.loop(word)]
-            if core.isCurrent {
-                core.pushLocal(job)
+            let local = localQueues[OwnerWord.loop(word)]
+            // Compared as addresses: a nil thread-local (no loop thread) is 0, never a queue's.
+            if UInt(bitPattern: chroma_current_loop()) == UInt(bitPattern: local) {
+                LoopCore.pushLocal(job, to: local)
                 return true
             }
             return postRemote(job, slot: slot, word: word)

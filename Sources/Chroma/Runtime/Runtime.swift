@@ -29,6 +29,9 @@ public final class Runtime: @unchecked Sendable {
     private(set) var loops: [Loop]  // assigned once, at the end of init
     /// The loops' hot state, without reference counting (see `LoopCore`).
     @usableFromInline let cores: UnsafeMutablePointer<LoopCore>  // loopCount of them, filled in init
+    /// `cores[i].local` for each loop, one word apiece: a post finds and checks the owner's
+    /// queue with one scaled load instead of indexing the wider `LoopCore`.
+    @usableFromInline let localQueues: UnsafeMutablePointer<UnsafeMutablePointer<LoopCore.LocalQueue>>
     /// Which loop runs each color: the one place that decides it.
     @usableFromInline let placement: Placement
     let handles: HandleTable
@@ -85,6 +88,7 @@ public final class Runtime: @unchecked Sendable {
         placement = Placement(loopCount: loops)
         handles = HandleTable(loopCount: loops)
         cores = .allocate(capacity: loops)  // initialized below, once the loops exist
+        localQueues = .allocate(capacity: loops)
         var made: [Loop] = []
         self.loops = []
         let cpus = Runtime.onlineCPUCount
@@ -98,6 +102,7 @@ public final class Runtime: @unchecked Sendable {
         self.loops = made
         for (i, loop) in made.enumerated() {
             (cores + i).initialize(to: LoopCore(loop: loop, holeColor: placement.loopColor(i)))
+            (localQueues + i).initialize(to: cores[i].local)
             loop.attach(core: cores[i])
         }
         self.pool.attach(self)
@@ -110,6 +115,7 @@ public final class Runtime: @unchecked Sendable {
         for i in 0..<loopCount { cores[i].destroy() }
         cores.deinitialize(count: loopCount)
         cores.deallocate()
+        localQueues.deallocate()
     }
 
     // MARK: Lifecycle
