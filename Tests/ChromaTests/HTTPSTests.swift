@@ -76,6 +76,30 @@ final class HTTPSTests: XCTestCase {
         XCTAssertEqual(server.stats.answers.successful, 1)
     }
 
+    /// An answer's head and body are separate pieces of the output; under TLS each write is
+    /// a record of its own, so a small answer must be joined first and leave as one record.
+    /// Counted with `openssl s_client -msg`, which prints every record it receives: after the
+    /// handshake, each record is a header line and an inner-content line, followed by a
+    /// handshake message (a session ticket) or an alert (close_notify), or else by the
+    /// application data it carried.
+    func testASmallAnswerLeavesInOneTLSRecord() throws {
+        let runtime = try startedRuntime()
+        let server = try serve(runtime)
+        let request = "GET /hello HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
+        let child = try Child("sh", ["-c", "printf '\(request)' | openssl s_client -connect 127.0.0.1:\(server.port) -msg -ign_eof -quiet 2>&1"],
+                              standardOutput: .pipe)
+        let lines = String(decoding: child.readToEnd(child.standardOutput!), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(child.wait(), .exited(0))
+        XCTAssertTrue(lines.contains { $0.hasSuffix("Hello, World!") || $0.contains("Hello, World!<<<") }, "the answer arrived")
+        let received = lines.filter { $0.hasPrefix("<<< ") }
+        var applicationRecords = 0
+        for (index, line) in received.enumerated() where line.contains("InnerContent") {
+            let next = index + 1 < received.count ? received[index + 1] : ""
+            if !next.contains("Handshake") && !next.contains("Alert") { applicationRecords += 1 }
+        }
+        XCTAssertEqual(applicationRecords, 1, "head and body of a 13-byte answer in one record:\n" + received.joined(separator: "\n"))
+    }
+
     func testTwoRequestsInOneCurlShareOneTLSConnection() throws {
         let runtime = try startedRuntime()
         let server = try serve(runtime)

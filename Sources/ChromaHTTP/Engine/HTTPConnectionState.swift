@@ -165,7 +165,14 @@ final class HTTPConnectionState: @unchecked Sendable {
     /// the bufferevent's next write offers it again, at least as long: what OpenSSL needs
     /// of a retry. Called only on an answer's first flush, before the bufferevent has
     /// written any of it, so no write of its own is pending.
+    ///
+    /// An answer's head and body are separate pieces, and each session write is its own
+    /// TLS record and its own `write(2)`; so the first 16 KiB are joined into one piece
+    /// first (a copy of at most 16 KiB, cheaper than a record and a system call), and a
+    /// small answer leaves in one record, as nginx sends it.
     private func writeThroughSession(_ bev: OpaquePointer, _ output: OpaquePointer?) {
+        let first = min(evbuffer_get_length(output), 16 * 1024)
+        if evbuffer_peek(output, first, nil, nil, 0) > 1 { evbuffer_pullup(output, first) }
         withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { pieces in
             let count = min(Int(evbuffer_peek(output, 16 * 1024, nil, pieces.baseAddress, 8)), 8)
             var taken = 0
