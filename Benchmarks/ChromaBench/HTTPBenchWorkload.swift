@@ -13,18 +13,25 @@ struct HTTPBenchWorkload {
     var expectedStatus: Int = 200
     /// The servers that run it (nil: all that serve files, or all for /hello).
     var servers: Set<String>? = nil
+    /// Over HTTPS, with the run's self-signed certificate (`HTTPBenchDir.certificate`).
+    var tls = false
     var name: String { "\(label) c\(connections)" }
 
     func runs(on server: HTTPBenchServer) -> Bool {
         (server.servesFiles || !needsFiles) && (servers?.contains(server.name) ?? true)
     }
 
-    /// The workloads at `connections`: /hello, /file4k, a revalidation answered 304 and a
-    /// 1 MiB range of a 4 MiB file answered 206 (the last two for Chroma and nginx, the
-    /// servers here that answer them).
+    /// The workloads at `connections`: /hello, /file4k, a revalidation answered 304, a
+    /// 1 MiB range of a 4 MiB file answered 206, and /hello over HTTPS (the last three for
+    /// Chroma and nginx, the servers here that answer them; HTTPS only when the run could
+    /// make a certificate).
     static func light(connections: Int, work: HTTPBenchDir) -> [HTTPBenchWorkload] {
         let conditional: Set<String> = ["chroma", "nginx"]
-        return [
+        let https = work.certificate == nil ? [] : [
+            HTTPBenchWorkload(label: "/hello https", path: "/hello", connections: connections, needsFiles: false,
+                              servers: conditional, tls: true),
+        ]
+        return https + [
             HTTPBenchWorkload(label: "/hello", path: "/hello", connections: connections, needsFiles: false),
             HTTPBenchWorkload(label: "/file4k", path: "/\(HTTPBenchDir.fileName)", connections: connections, needsFiles: true),
             HTTPBenchWorkload(label: "/file4k 304", path: "/\(HTTPBenchDir.fileName)", connections: connections, needsFiles: true,
@@ -35,15 +42,25 @@ struct HTTPBenchWorkload {
     }
 }
 
+/// A self-signed certificate and its key, PEM files, for the HTTPS rows.
+struct HTTPBenchCertificate {
+    let certificate: String
+    let key: String
+}
+
 /// The run's temporary directory: `root/` (served: a 4 KiB file and a 4 MiB one), `logs/`
-/// (the servers' stderr) and `nginx/` (nginx's prefix). World-readable: nginx's workers run
-/// as an unprivileged user when started by root.
+/// (the servers' stderr), `nginx/` (nginx's prefix) and `tls/` (the HTTPS rows'
+/// certificate). World-readable: nginx's workers run as an unprivileged user when started
+/// by root.
 struct HTTPBenchDir {
     static let fileName = "file4k.bin"
     static let bigFileName = "file4m.bin"
     let path: String
     /// The 4 KiB file's modification time as an HTTP date (what `If-Modified-Since` sends).
     let smallFileDate: String
+    /// Made with the `openssl` command (a P-256 key, valid two days); nil when that failed
+    /// or `openssl` is missing, and then the HTTPS rows are left out.
+    let certificate: HTTPBenchCertificate?
     var root: String { path + "/root" }
     var logs: String { path + "/logs" }
     var nginxPrefix: String { path + "/nginx" }
@@ -68,6 +85,18 @@ struct HTTPBenchDir {
         var info = stat()
         guard stat(smallPath, &info) == 0 else { throw HTTPBenchSkip("stat \(smallPath) failed: errno \(errno)") }
         smallFileDate = httpDate(info.st_mtim.tv_sec)
+        certificate = HTTPBenchDir.makeCertificate(in: path + "/tls")
+    }
+
+    private static func makeCertificate(in dir: String) -> HTTPBenchCertificate? {
+        guard onPath("openssl"), mkdir(dir, 0o755) == 0 else { return nil }
+        let made = HTTPBenchCertificate(certificate: dir + "/cert.pem", key: dir + "/key.pem")
+        let arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", made.key, "-out", made.certificate, "-days", "2", "-subj", "/CN=localhost"]
+        guard let pid = spawnChild("openssl", arguments, stdout: .null, stderr: .null, closing: []) else { return nil }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, 0) == pid, status == 0, access(made.key, R_OK) == 0 else { return nil }
+        return made
     }
 
     func remove() { removeTree(path) }

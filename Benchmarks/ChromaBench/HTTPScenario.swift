@@ -105,15 +105,19 @@ struct HTTPCommand: ParsableCommand {
 
         var results: [String: [WrkResult]] = [:]
         var failures: [String: [String]] = [:]
+        var ciphers: [String] = []  // "row: protocol cipher", once per row and cipher
         for (index, (workload, round, server)) in plan.enumerated() {
             let row = "\(server.name) \(workload.name)"
             let step = "[\(index + 1)/\(plan.count)] \(workload.name), round \(round)/\(rounds): \(server.name)"
             switch measure(server, workload, work: work, step: step) {
-            case .success(let result): results[row, default: []].append(result)
+            case .success(let result):
+                results[row, default: []].append(result)
+                if let cipher = result.cipher, !ciphers.contains(row + ": " + cipher) { ciphers.append(row + ": " + cipher) }
             case .failure(let failure): failures[row, default: []].append(failure.reason)
             }
         }
         endProgress()
+        notes += ciphers
 
         // Rows, in plan order: workload, then server.
         var summaries: [HTTPBenchRow] = []
@@ -191,28 +195,29 @@ struct HTTPCommand: ParsableCommand {
                 return .failure(HTTPBenchSkip("\(name): skipped, no chroma-httpd at \(path) (build it: swift build -c release --product chroma-httpd)"))
             }
             let stealing = name == "chroma" ? "on" : "off"
-            return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
-                (path, ["--port", String(port), "--root", work.root, "--loops", threads, "--stealing", stealing])
+            return .success(HTTPBenchServer(name: name, servesFiles: true) { port, tls in
+                let certificate = tls.map { ["--tls-cert", $0.certificate, "--tls-key", $0.key] } ?? []
+                return (path, ["--port", String(port), "--root", work.root, "--loops", threads, "--stealing", stealing] + certificate)
             })
         case "c-evhttp":
             guard isExecutable(cPeer) else {
                 return .failure(HTTPBenchSkip("c-evhttp: skipped, no C evhttp peer at \(cPeer) (build it with `make peers`)"))
             }
-            return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
+            return .success(HTTPBenchServer(name: name, servesFiles: true) { port, _ in
                 (self.cPeer, [String(port), threads, work.root])
             })
         case "nio":
             guard isExecutable(nioPeer) else {
                 return .failure(HTTPBenchSkip("nio: skipped, no SwiftNIO peer at \(nioPeer) (build it with `make peers`)"))
             }
-            return .success(HTTPBenchServer(name: name, servesFiles: false) { port in
+            return .success(HTTPBenchServer(name: name, servesFiles: false) { port, _ in
                 (self.nioPeer, ["--port", String(port), "--threads", threads])
             })
         case "hummingbird":
             guard isExecutable(hbPeer) else {
                 return .failure(HTTPBenchSkip("hummingbird: skipped, no Hummingbird peer at \(hbPeer) (build it with `make peers`)"))
             }
-            return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
+            return .success(HTTPBenchServer(name: name, servesFiles: true) { port, _ in
                 (self.hbPeer, ["--port", String(port), "--threads", threads, "--root", work.root])
             })
         default:
@@ -222,9 +227,14 @@ struct HTTPCommand: ParsableCommand {
             }
             let prefix = work.nginxPrefix
             let conf = prefix + "/nginx.conf"
-            return .success(HTTPBenchServer(name: name, servesFiles: true) { port in
+            return .success(HTTPBenchServer(name: name, servesFiles: true) { port, tls in
+                // The same certificate as Chroma's, and OpenSSL's defaults on both sides (TLS 1.3,
+                // the client's first suite), so the cipher is the same too (the probe reports it).
+                // One line: the template's header comment names the placeholders too.
+                let ssl = tls.map { "ssl_certificate \($0.certificate); ssl_certificate_key \($0.key); ssl_protocols TLSv1.2 TLSv1.3;" } ?? ""
                 let text = template.replacing("@PORT@", with: String(port)).replacing("@ROOT@", with: work.root)
                     .replacing("@WORKERS@", with: threads).replacing("@PREFIX@", with: prefix)
+                    .replacing("@SSL@", with: tls == nil ? "" : "ssl ").replacing("@TLS@", with: ssl)
                 guard writeWholeFile(conf, text) else { return nil }
                 return ("nginx", ["-c", conf, "-p", prefix])
             })
@@ -234,7 +244,7 @@ struct HTTPCommand: ParsableCommand {
     /// One server's run on one workload: start it, wait until it accepts, warm up, measure, stop.
     private func measure(_ server: HTTPBenchServer, _ workload: HTTPBenchWorkload, work: HTTPBenchDir, step: String) -> Result<WrkResult, HTTPBenchSkip> {
         let port = freePort()
-        guard let (path, arguments) = server.command(port) else {
+        guard let (path, arguments) = server.command(port, workload.tls ? work.certificate : nil) else {
             return .failure(HTTPBenchSkip("could not prepare its command (config not written)"))
         }
         let log = work.logs + "/\(server.name).log"
@@ -247,8 +257,14 @@ struct HTTPCommand: ParsableCommand {
         defer {
             if !child.stop() { note("\(server.name) did not exit within 5 s of SIGTERM; killed") }
         }
-        let url = "http://127.0.0.1:\(port)\(workload.path)"
-        let status = probeStatus(port: port, path: workload.path, headers: workload.headers)
+        let url = "\(workload.tls ? "https" : "http")://127.0.0.1:\(port)\(workload.path)"
+        var cipher: String?
+        let status: Int?
+        if workload.tls {
+            (status, cipher) = probeHTTPS(url: url)
+        } else {
+            status = probeStatus(port: port, path: workload.path, headers: workload.headers)
+        }
         guard status == workload.expectedStatus else {
             return .failure(HTTPBenchSkip("answered \(status.map(String.init) ?? "nothing") to the probe, not \(workload.expectedStatus): not measured"))
         }
@@ -257,7 +273,30 @@ struct HTTPCommand: ParsableCommand {
             _ = runWrk(url: url, headers: workload.headers, connections: workload.connections, seconds: warmup)
         }
         progress("\(step), measuring \(duration)s")
-        return runWrk(url: url, headers: workload.headers, connections: workload.connections, seconds: duration)
+        return runWrk(url: url, headers: workload.headers, connections: workload.connections, seconds: duration).map {
+            var result = $0
+            result.cipher = cipher
+            return result
+        }
+    }
+
+    /// One `curl -k -v` GET of `url`: the status and the negotiated protocol and cipher
+    /// (nil when curl is missing or got no answer).
+    private func probeHTTPS(url: String) -> (Int?, String?) {
+        guard onPath("curl"),
+              let run = runCapturingOutput("curl", ["-sk", "-v", "-o", "/dev/null", "-w", "status=%{http_code}\n", url], limit: 10)
+        else { return (nil, nil) }
+        var status: Int?
+        var cipher: String?
+        for line in run.output.split(separator: "\n") {
+            if line.hasPrefix("status=") { status = Int(line.dropFirst(7)) }
+            // "* SSL connection using TLSv1.3 / TLS_AES_256_GCM_SHA384 / …"
+            if let range = line.firstRange(of: "SSL connection using ") {
+                cipher = line[range.upperBound...].split(separator: "/").prefix(2)
+                    .map { String($0).trimmingSpaces() }.joined(separator: " ")
+            }
+        }
+        return (status, cipher)
     }
 
     private func runWrk(url: String, headers: [String], connections: Int, seconds: Int) -> Result<WrkResult, HTTPBenchSkip> {
@@ -297,6 +336,7 @@ struct HTTPCommand: ParsableCommand {
             add("chroma /file4k c\(count)", "nginx /file4k c\(count)", .atLeast(1.0))
             add("chroma /file4k 304 c\(count)", "nginx /file4k 304 c\(count)")
             add("chroma range 1MiB c\(count)", "nginx range 1MiB c\(count)")
+            add("chroma /hello https c\(count)", "nginx /hello https c\(count)", .atLeast(0.8))
         }
         guard heavy > 0, !lightCounts.contains(heavy) else { return out }
         let light = lightCounts[0]
@@ -324,7 +364,8 @@ struct HTTPBenchServer {
     static let names = ["chroma", "chroma-static", "c-evhttp", "nio", "hummingbird", "nginx"]
     let name: String
     let servesFiles: Bool
-    let command: (UInt16) -> (String, [String])?
+    /// The command for a port, and for HTTPS the certificate to serve (nil: plain HTTP).
+    let command: (UInt16, HTTPBenchCertificate?) -> (String, [String])?
 }
 
 /// Why a server or a run was left out.
@@ -403,6 +444,8 @@ struct WrkResult {
     var socketErrors: [String: Int] = [:]
     /// `Non-2xx or 3xx responses: N`.
     var non2xx = 0
+    /// For HTTPS, the protocol and cipher the probe negotiated (`TLSv1.3 TLS_AES_256_GCM_SHA384`).
+    var cipher: String?
 
     var errorCount: Int { socketErrors.values.reduce(0, +) + non2xx }
 
