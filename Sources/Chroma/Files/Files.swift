@@ -291,14 +291,10 @@ public struct Files: Sendable {
         let reads = runtime.pool.cachedReads
         guard count <= reads.maxBytes, let slot = reads.admit(cost: count) else { return nil }
         try runtime.checkRunning("read")
-        var filled = 0
-        var outcome = CachedReads.Outcome.wouldBlock
-        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
-        let bytes = count == 0 ? [] : [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            outcome = reads.read(fd.rawValue, into: buffer.baseAddress, count: count, offset: offset, filled: &filled)
-            initialized = filled
+        var outcome = CachedReads.Outcome.done
+        let bytes = count == 0 ? [] : withUnsafeMutablePointer(to: &outcome) { outcome in
+            ByteArray.make(count: count, CachedRead(reads: reads, fd: fd.rawValue, offset: offset, outcome: outcome))
         }
-        if count == 0 { outcome = .done }
         switch outcome {
         case .wouldBlock:
             reads.miss(slot)
@@ -362,5 +358,20 @@ public struct Files: Sendable {
         try submit(site, operation, .short, color, path: path, descriptor: descriptor, completion: completion) { () throws(FileError) -> T in
             throw FileError(operation: String(describing: operation), path: path, descriptor: descriptor, code: .invalidArgument(detail))
         }
+    }
+}
+
+/// A read from the page cache on the loop, into a new array (`Files.readCachedNow`); how
+/// it ended goes to `outcome`.
+private struct CachedRead: ByteArraySource {
+    let reads: CachedReads
+    let fd: Int32
+    let offset: Int64
+    let outcome: UnsafeMutablePointer<CachedReads.Outcome>
+
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int {
+        var filled = 0
+        outcome.pointee = reads.read(fd, into: start, count: count, offset: offset, filled: &filled)
+        return filled
     }
 }

@@ -101,10 +101,7 @@ final class SocketBuffer {
         let end = evbuffer_search_eol(input, nil, &eolLength, EVBUFFER_EOL_CRLF)
         guard end.pos >= 0 else { return nil }
         let length = Int(end.pos)
-        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
-        let line = length == 0 ? [] : [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
-            count = max(0, Int(evbuffer_remove(input, buffer.baseAddress, length)))
-        }
+        let line = length == 0 ? [] : ByteArray.make(count: length, BufferedBytes(input: input))
         evbuffer_drain(input, eolLength)
         return line
     }
@@ -114,12 +111,8 @@ final class SocketBuffer {
         guard let raw else { return [] }
         let input = bufferevent_get_input(raw)
         let length = evbuffer_get_length(input)
-        // Never ask for capacity 0: the stdlib then writes the shared empty array's count,
-        // a benign race that ThreadSanitizer reports when two loops do it at once.
         guard length > 0 else { return [] }
-        return [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
-            count = max(0, Int(evbuffer_remove(input, buffer.baseAddress, length)))
-        }
+        return ByteArray.make(count: length, BufferedBytes(input: input))
     }
 
     /// Writes `bytes`: straight to the socket when nothing is queued before them (one
@@ -187,4 +180,13 @@ struct SocketEvent {
     var whileWriting: Bool
     var connected: Bool
     var errno: Int32
+}
+
+/// Bytes removed from the front of a bufferevent's input, into a new array.
+private struct BufferedBytes: ByteArraySource {
+    let input: OpaquePointer?
+
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int {
+        max(0, Int(evbuffer_remove(input, start, count)))
+    }
 }

@@ -226,7 +226,7 @@ final class PreadJob: PoolJob, @unchecked Sendable {
         // Bytes are claimed initialized without being written: `run` overwrites them (or
         // trims what the read did not reach) before anyone can see them.
         // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
-        buffer = count == 0 ? [] : [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        buffer = count == 0 ? [] : ByteArray.make(count: count, ClaimedBytes())
         super.init(color: color, lane: lane)
     }
 
@@ -280,4 +280,10 @@ final class PreadJob: PoolJob, @unchecked Sendable {
             completion(.success(bytes))
         }
     }
+}
+
+/// Claims all `count` bytes written without writing them: for a buffer that is written
+/// (or trimmed to what was) before anyone reads it. Bytes are trivial, so nothing leaks.
+struct ClaimedBytes: ByteArraySource {
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int { count }
 }

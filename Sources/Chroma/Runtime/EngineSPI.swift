@@ -145,10 +145,22 @@ extension Runtime {
         // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
         guard count > 0 else { return [] }
         var error: Int32 = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, filled in
-            filled = FileCalls.preadFully(fd, into: UnsafeMutableRawBufferPointer(buffer), offset: offset, errno: &error)
+        let bytes = withUnsafeMutablePointer(to: &error) { error in
+            ByteArray.make(count: count, FullRead(fd: fd, offset: offset, error: error))
         }
         if error != 0 { throw FileCalls.fail(operation, path: path, errno: error) }
         return bytes
+    }
+}
+
+/// A blocking `pread` of the whole count (or to end of file) into a new array; the errno of
+/// a failure goes to `error`.
+private struct FullRead: ByteArraySource {
+    let fd: FileDescriptor
+    let offset: Int64
+    let error: UnsafeMutablePointer<Int32>
+
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int {
+        FileCalls.preadFully(fd, into: UnsafeMutableRawBufferPointer(start: start, count: count), offset: offset, errno: &error.pointee)
     }
 }

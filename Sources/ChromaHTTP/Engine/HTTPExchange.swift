@@ -105,9 +105,7 @@ final class HTTPExchange: @unchecked Sendable {
         guard let raw = request(), let input = evhttp_request_get_input_buffer(raw) else { return [] }
         let length = evbuffer_get_length(input)
         guard length > 0 else { return [] }
-        return [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
-            count = max(0, Int(evbuffer_copyout(input, buffer.baseAddress, length)))
-        }
+        return ByteArray.make(count: length, BodyBytes(input: input))
     }
 
     /// "host:port" of the client.
@@ -270,5 +268,14 @@ enum HTTPFilePart {
         case .bytes(let bytes): bytes.count
         case .file(_, let length): length
         }
+    }
+}
+
+/// A copy of a request's buffered body, into a new array.
+private struct BodyBytes: ByteArraySource {
+    let input: OpaquePointer?
+
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int {
+        max(0, Int(evbuffer_copyout(input, start, count)))
     }
 }
