@@ -63,6 +63,8 @@ struct LoopCore {
         LoopCore.wake(wakeupSlot)
     }
 
+    /// `wake()` given the loop's wakeup slot alone (as a local queue holds it). Any thread,
+    /// once started.
     @inlinable @inline(__always) static func wake(_ slot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>) {
         slot.pointee.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.activate() }
     }
