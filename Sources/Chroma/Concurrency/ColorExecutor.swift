@@ -19,7 +19,7 @@ import Glibc
 /// actors of one color share one executor and calls between them run inline, with no hop.
 /// For nonisolated async code, use the color's `taskExecutor`.
 ///
-/// Jobs go straight into the loop's queues as 24-byte records (no closure, no allocation):
+/// Jobs go straight into the loop's queues as 32-byte records (no closure, no allocation):
 /// from the loop's own thread into its run queue, from elsewhere through its mailbox, where
 /// a burst of hops costs one wakeup.
 ///
