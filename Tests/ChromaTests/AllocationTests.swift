@@ -1,5 +1,5 @@
 import CAllocCounter
-@_spi(CachedReads) import Chroma
+@_spi(CachedReads) @_spi(Engine) import Chroma
 import ChromaHTTP
 import Foundation
 import Synchronization
@@ -88,6 +88,16 @@ final class AllocationTests: XCTestCase {
         XCTAssertEqual(runtime.pool.cachedReadCounts().hits - hits, warmUp + measured, "every read was answered on the loop")
         XCTAssertEqual(counts.end.load(ordering: .relaxed) - counts.start.load(ordering: .relaxed), 0,
                        "\(measured) reads through one FileReader, each queued by the handler before, on the loop")
+    }
+
+    /// `ByteArray.make` is one allocation, the array's storage: a boxed closure or a second
+    /// buffer would show here.
+    func testMakingAByteArrayIsOneAllocation() {
+        let source = ByteArrayTests.Pattern(wanted: 4096)
+        _ = ByteArray.make(count: 4096, source)  // warm-up
+        let before = chroma_bench_thread_mallocs()
+        for _ in 0..<1000 { _ = ByteArray.make(count: 4096, source) }
+        XCTAssertEqual(chroma_bench_thread_mallocs() - before, 1000)
     }
 
     func testAHelloRequestStaysWithinItsAllocationBudget() throws {
