@@ -250,23 +250,8 @@ final class CachedReads: @unchecked Sendable {
         }
         charge(slot, size)
         var complete = false
-        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, filled in
-            filled = 0
-            // One byte past the expected end in the same call: a file that grew since the
-            // fstat shows it, and goes to the pool, which reads to the real end.
-            var probe: UInt8 = 0
-            while true {
-                let n = withUnsafeMutableBytes(of: &probe) { extra in
-                    chroma_pread_nowait(fd, buffer.baseAddress! + filled, UInt(size - filled), extra.baseAddress, 1, Int64(filled))
-                }
-                if n == -Int(EINTR) { continue }
-                if n < 0 || n > size - filled { return }
-                filled += n
-                if n == 0 || filled == size {
-                    complete = true  // a short file (it shrank) is read as it is now, as the pool would
-                    return
-                }
-            }
+        let bytes = withUnsafeMutablePointer(to: &complete) { complete in
+            ByteArray.make(count: size, CachedWholeRead(fd: fd, complete: complete))
         }
         if !complete {
             _ = Glibc.close(fd)
@@ -290,4 +275,31 @@ public struct CachedReadCounts: Sendable, Equatable {
 
     /// All zero.
     public init() {}
+}
+
+/// A whole file read from the page cache on the loop (`CachedReads.readWhole`), into a new
+/// array of its expected size; `complete` says whether it was read to its end without
+/// blocking.
+private struct CachedWholeRead: ByteArraySource {
+    let fd: Int32
+    let complete: UnsafeMutablePointer<Bool>
+
+    func write(into start: UnsafeMutableRawPointer, count size: Int) -> Int {
+        var filled = 0
+        // One byte past the expected end in the same call: a file that grew since the
+        // fstat shows it, and goes to the pool, which reads to the real end.
+        var probe: UInt8 = 0
+        while true {
+            let n = withUnsafeMutableBytes(of: &probe) { extra in
+                chroma_pread_nowait(fd, start + filled, UInt(size - filled), extra.baseAddress, 1, Int64(filled))
+            }
+            if n == -Int(EINTR) { continue }
+            if n < 0 || n > size - filled { return filled }
+            filled += n
+            if n == 0 || filled == size {
+                complete.pointee = true  // a short file (it shrank) is read as it is now, as the pool would
+                return filled
+            }
+        }
+    }
 }

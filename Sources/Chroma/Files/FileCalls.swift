@@ -84,19 +84,12 @@ enum FileCalls {
     /// returned array. Only a file that grows while it is read costs a copy (appending).
     /// More than `limit` bytes fail with EFBIG.
     static func readToEnd(_ fd: FileDescriptor, sizeHint: Int, limit: Int, path: FilePath, operation: String = "read") throws(FileError) -> [UInt8] {
-        var failure: Int32 = 0
-        var reachedEnd = false
+        var outcome = ReadToSize.Outcome()
         // Errors name the path only: the descriptor is the read's own, never the caller's.
-        // (Capacity 0 would write the shared empty array's count: a race TSan reports.)
-        var bytes = sizeHint == 0 ? [] : [UInt8](unsafeUninitializedCapacity: sizeHint) { buffer, filled in
-            filled = 0
-            while filled < sizeHint {
-                let n = retrying { Glibc.read(fd.rawValue, buffer.baseAddress! + filled, sizeHint - filled) }
-                if n < 0 { failure = Glibc.errno; return }
-                if n == 0 { reachedEnd = true; return }
-                filled += n
-            }
+        var bytes = sizeHint == 0 ? [] : withUnsafeMutablePointer(to: &outcome) { outcome in
+            ByteArray.make(count: sizeHint, ReadToSize(fd: fd, outcome: outcome))
         }
+        let failure = outcome.failure, reachedEnd = outcome.reachedEnd
         if failure != 0 { throw fail(operation, path: path, errno: failure) }
         if reachedEnd { return bytes }
         // Files whose size stat does not know (procfs, devices) or that grew: read on in chunks.
@@ -266,5 +259,28 @@ enum FileFailpoints {
         if let errno = hook(step, path) {
             throw FileError(operation: "write.injected", path: path, code: .system(errno))
         }
+    }
+}
+
+/// `FileCalls.readToEnd`'s first read: up to the size stat gave, straight into the array.
+private struct ReadToSize: ByteArraySource {
+    struct Outcome {
+        /// The errno of a failed read (0: none).
+        var failure: Int32 = 0
+        /// The file ended before the expected size.
+        var reachedEnd = false
+    }
+    let fd: FileDescriptor
+    let outcome: UnsafeMutablePointer<Outcome>
+
+    func write(into start: UnsafeMutableRawPointer, count: Int) -> Int {
+        var filled = 0
+        while filled < count {
+            let n = FileCalls.retrying { Glibc.read(fd.rawValue, start + filled, count - filled) }
+            if n < 0 { outcome.pointee.failure = Glibc.errno; return filled }
+            if n == 0 { outcome.pointee.reachedEnd = true; return filled }
+            filled += n
+        }
+        return filled
     }
 }
