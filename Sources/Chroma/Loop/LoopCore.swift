@@ -29,7 +29,8 @@ struct LoopCore {
         /// True while a `Runtime.runHere` body runs on this loop (they do not nest).
         @usableFromInline var runningHere = false
         /// The loop's wakeup event (`LoopCore.wakeupSlot`), for a local push's rare wake:
-        /// reached from here, the common push never loads it.
+        /// reached from here, the common push never loads it. `LoopCore` keeps its own copy
+        /// for other threads' wakes, which must not read this line the loop keeps writing.
         @usableFromInline let wakeupSlot: UnsafeMutablePointer<Unmanaged<PersistentEvent>?>
     }
 
